@@ -1,0 +1,243 @@
+//! The command line: `invigil serve` runs the server, `invigil token` prints a signed token.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{
+    auth::{self, Claims, Role},
+    config::{self, Secret, Settings},
+    now_ms,
+    protocol::ids::{AttemptId, QuizId},
+    startup::{Application, Backends},
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "invigil",
+    version,
+    about = "Real-time proctoring server for online exams"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Print a signed token (for trying the server out and for scripts).
+    Token(TokenArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Config file (default: ./config.toml if present, else built-in defaults).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, such as 127.0.0.1:8080 (port 0 picks a free one).
+    #[arg(long)]
+    pub bind: Option<std::net::SocketAddr>,
+    /// Redis URL for cross-instance routing (several instances as one server).
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Name of this instance in logs, metrics and `welcome` (default: generated).
+    #[arg(long)]
+    pub instance_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RoleArg {
+    Student,
+    Proctor,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// Config file holding auth.jwt_secret (INVIGIL_JWT_SECRET wins).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub role: RoleArg,
+    /// User id (the student_id of a student).
+    #[arg(long)]
+    pub sub: String,
+    /// Display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Student: the quiz of the attempt.
+    #[arg(long)]
+    pub quiz: Option<String>,
+    /// Student: the attempt.
+    #[arg(long)]
+    pub attempt: Option<String>,
+    /// Proctor: the quizzes it may watch, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub quizzes: Vec<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 4 * 3600)]
+    pub ttl_secs: u64,
+}
+
+/// Settings from the config file and the process environment, with the log filter applied.
+fn settings(file: Option<&PathBuf>) -> anyhow::Result<Settings> {
+    Settings::load(file.map(|p| p.as_path()), &config::process_environment())
+        .context("loading settings")
+}
+
+/// Start logging at the configured level (`RUST_LOG` wins when set).
+pub fn init_logging(settings: &Settings) {
+    let env = env_logger::Env::default().default_filter_or(settings.log.level.clone());
+    // A second init (tests) keeps the first logger.
+    let _ = env_logger::Builder::from_env(env).try_init();
+}
+
+/// Run the command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Token(args) => {
+            let settings = settings(args.config.as_ref())?;
+            println!("{}", token(&settings, &args)?);
+            Ok(())
+        }
+    }
+}
+
+fn token(settings: &Settings, args: &TokenArgs) -> anyhow::Result<String> {
+    let secret = &settings.auth.jwt_secret;
+    if secret.is_empty() {
+        bail!("no secret configured: set auth.jwt_secret in config.toml or INVIGIL_JWT_SECRET");
+    }
+    let role = match args.role {
+        RoleArg::Student => Role::Student,
+        RoleArg::Proctor => Role::Proctor,
+    };
+    if role == Role::Student && (args.quiz.is_none() || args.attempt.is_none()) {
+        bail!("a student token needs --quiz and --attempt");
+    }
+    if role == Role::Proctor && args.quizzes.is_empty() {
+        bail!("a proctor token needs --quizzes q1,q2,...");
+    }
+    let claims = Claims {
+        sub: args.sub.clone(),
+        role,
+        exp: now_ms() / 1000 + args.ttl_secs,
+        quiz_id: args.quiz.as_ref().map(QuizId::new),
+        attempt_id: args.attempt.as_ref().map(AttemptId::new),
+        name: args.name.clone(),
+        quizzes: args.quizzes.iter().map(QuizId::new).collect(),
+    };
+    Ok(auth::mint(secret, &claims)?)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut settings = settings(args.config.as_ref())?;
+    if let Some(bind) = args.bind {
+        settings.server.bind = bind;
+    }
+    if let Some(id) = args.instance_id {
+        settings.server.instance_id = id;
+    }
+    if let Some(url) = args.redis {
+        settings.redis.url = Secret::new(url);
+    }
+    init_logging(&settings);
+    if !settings.redis.url.is_empty() {
+        bail!(
+            "a Redis URL is configured, but this version of invigil runs a single node only; \
+             unset redis.url (or drop --redis) to run one instance with embedded state"
+        );
+    }
+    let generated = settings.auth.jwt_secret.is_empty();
+    let secret = if generated {
+        auth::random_secret()
+    } else {
+        settings.auth.jwt_secret.clone()
+    };
+    let app = Application::build(&settings, &secret, Backends::single_node())
+        .await
+        .with_context(|| format!("binding {}", settings.server.bind))?;
+    log::info!(
+        "invigil {} listening on http://{} as instance {}",
+        env!("CARGO_PKG_VERSION"),
+        app.addr(),
+        app.instance()
+    );
+    if generated {
+        welcome_newcomer(&settings, &secret, &app)?;
+    }
+    let drainer = app.drainer();
+    actix_rt::spawn(async move {
+        wait_for_signal().await;
+        drainer.drain().await;
+    });
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
+/// With no secret configured, print tokens for a first look.
+fn welcome_newcomer(settings: &Settings, secret: &Secret, app: &Application) -> anyhow::Result<()> {
+    let mut settings = settings.clone();
+    settings.auth.jwt_secret = secret.clone();
+    let proctor = token(
+        &settings,
+        &TokenArgs {
+            config: None,
+            role: RoleArg::Proctor,
+            sub: "proctor".into(),
+            name: Some("Proctor".into()),
+            quiz: None,
+            attempt: None,
+            quizzes: vec!["demo".into()],
+            ttl_secs: 12 * 3600,
+        },
+    )?;
+    let student = token(
+        &settings,
+        &TokenArgs {
+            config: None,
+            role: RoleArg::Student,
+            sub: "student-1".into(),
+            name: Some("Demo Student".into()),
+            quiz: Some("demo".into()),
+            attempt: Some("attempt-1".into()),
+            quizzes: Vec::new(),
+            ttl_secs: 12 * 3600,
+        },
+    )?;
+    log::warn!("no auth.jwt_secret configured: using a random secret for this run only");
+    let base = format!("http://{}", app.addr());
+    println!("No JWT secret configured: this run signs with a random one.");
+    println!("Proctor dashboard (quiz \"demo\"):\n  {base}/?token={proctor}");
+    println!("Demo exam page (a student of quiz \"demo\"):\n  {base}/demo?token={student}");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use actix_rt::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => log::info!("SIGTERM: draining"),
+                    _ = int.recv() => log::info!("SIGINT: draining"),
+                }
+            }
+            _ => {
+                log::error!("cannot listen for signals; the server will not drain on SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = actix_rt::signal::ctrl_c().await;
+    }
+}

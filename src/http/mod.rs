@@ -1,0 +1,150 @@
+//! The HTTP surface: the WebSocket upgrade, the operations endpoints, the LMS API and the
+//! embedded web assets. Errors are one type, [`ApiError`], mapped to answers in one place.
+
+mod api;
+mod assets;
+mod ops;
+mod ws;
+
+use std::sync::{
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+    Arc,
+};
+
+use actix::Addr;
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse, ResponseError};
+use serde::Deserialize;
+
+use crate::{
+    auth::{ApiKey, AuthError, Verifier},
+    bridge::Bridge,
+    metrics::Metrics,
+    registry::SessionRegistry,
+    session::SessionContext,
+    store::StatusStore,
+};
+
+/// What every handler shares.
+pub struct AppState {
+    pub verifier: Verifier,
+    pub api_key: ApiKey,
+    pub registry: Addr<SessionRegistry>,
+    pub store: Arc<dyn StatusStore>,
+    pub bridge: Arc<dyn Bridge>,
+    pub sessions: Arc<SessionContext>,
+    pub metrics: Arc<Metrics>,
+    /// Set when the drain starts; never cleared.
+    pub draining: Arc<AtomicBool>,
+    /// Upgraded connections whose transport is still open (see `ws::TransportGuard`).
+    pub transports: Arc<AtomicUsize>,
+}
+
+impl AppState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Every route of the server.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/ws", web::get().to(ws::upgrade))
+        .route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .route("/metrics", web::get().to(ops::metrics))
+        .route(
+            "/api/v1/quizzes/{quiz_id}/students",
+            web::get().to(api::students),
+        )
+        .route(
+            "/api/v1/quizzes/{quiz_id}/messages",
+            web::post().to(api::messages),
+        )
+        .route("/", web::get().to(assets::dashboard))
+        .route("/demo", web::get().to(assets::demo))
+        .route("/static/{name}", web::get().to(assets::file))
+        .default_service(web::to(not_found));
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+/// An HTTP answer other than success, with a JSON body `{"error":{"code","message"}}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(#[from] AuthError),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Invalid(_) => "invalid_message",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut answer = HttpResponse::build(self.status_code());
+        if let ApiError::Unauthorized(_) = self {
+            answer.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        answer.json(serde_json::json!({
+            "error": {"code": self.code(), "message": self.to_string()}
+        }))
+    }
+}
+
+impl actix_web::Responder for ApiError {
+    type Body = actix_web::body::BoxBody;
+
+    fn respond_to(self, _: &HttpRequest) -> HttpResponse {
+        self.error_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The credential of a request: `Authorization: Bearer X`, else `?token=X`.
+pub fn credential(req: &HttpRequest) -> Option<String> {
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_string());
+    header.or_else(|| {
+        web::Query::<TokenQuery>::from_query(req.query_string())
+            .ok()
+            .and_then(|q| q.into_inner().token)
+    })
+}

@@ -1,0 +1,242 @@
+//! The server's metrics, kept in atomics and rendered in the Prometheus text format.
+//!
+//! One [`Metrics`] per application (not a global), so several servers in one test process
+//! keep their own counts.
+
+use std::{
+    fmt::Write,
+    sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
+    time::Duration,
+};
+
+use crate::{auth::Role, protocol::ErrorCode};
+
+/// Wire types of client messages, for `invigil_messages_in_total{type}`.
+pub const IN_TYPES: [&str; 7] = [
+    "message_to_master",
+    "message_to_proctor",
+    "subscribe",
+    "unsubscribe",
+    "message_to_student",
+    "ping",
+    "invalid",
+];
+
+/// Wire types of server messages, for `invigil_messages_out_total{type}`.
+pub const OUT_TYPES: [&str; 8] = [
+    "welcome",
+    "ack",
+    "error",
+    "pong",
+    "snapshot",
+    "student_status",
+    "student_message",
+    "proctor_message",
+];
+
+/// Close codes the server sends, for `invigil_closes_total{code}`.
+pub const CLOSE_CODES: [u16; 7] = [1000, 1002, 1009, 1012, 1013, 4008, 4009];
+
+/// Upper bounds (seconds) of the routing latency histogram.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// A latency histogram with fixed buckets.
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_nanos
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str) {
+        let mut cumulative = 0;
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_nanos.load(Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// Every metric of one server.
+#[derive(Default)]
+pub struct Metrics {
+    connections: [AtomicI64; 2],
+    connections_opened: [AtomicU64; 2],
+    handshakes_refused: AtomicU64,
+    messages_in: [AtomicU64; IN_TYPES.len()],
+    messages_out: [AtomicU64; OUT_TYPES.len()],
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+    closes: [AtomicU64; CLOSE_CODES.len()],
+    coalesced: AtomicU64,
+    routing: Histogram,
+    draining: AtomicI64,
+}
+
+fn role_index(role: Role) -> usize {
+    match role {
+        Role::Student => 0,
+        Role::Proctor => 1,
+    }
+}
+
+fn bump(counters: &[AtomicU64], names: &[&str], name: &str) {
+    if let Some(i) = names.iter().position(|n| *n == name) {
+        counters[i].fetch_add(1, Relaxed);
+    }
+}
+
+impl Metrics {
+    pub fn connection_opened(&self, role: Role) {
+        self.connections[role_index(role)].fetch_add(1, Relaxed);
+        self.connections_opened[role_index(role)].fetch_add(1, Relaxed);
+    }
+
+    pub fn connection_closed(&self, role: Role) {
+        self.connections[role_index(role)].fetch_sub(1, Relaxed);
+    }
+
+    /// Sockets open now, students and proctors together.
+    pub fn open_connections(&self) -> i64 {
+        self.connections.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    pub fn handshake_refused(&self) {
+        self.handshakes_refused.fetch_add(1, Relaxed);
+    }
+
+    pub fn message_in(&self, kind: &str) {
+        bump(&self.messages_in, &IN_TYPES, kind);
+    }
+
+    pub fn message_out(&self, kind: &str) {
+        bump(&self.messages_out, &OUT_TYPES, kind);
+    }
+
+    pub fn error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn close(&self, code: u16) {
+        if let Some(i) = CLOSE_CODES.iter().position(|c| *c == code) {
+            self.closes[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A status waiting for a slow socket was replaced by a newer one of the same attempt.
+    pub fn coalesced(&self) {
+        self.coalesced.fetch_add(1, Relaxed);
+    }
+
+    /// Time from a status arriving on its socket to its hand-off to every local proctor.
+    pub fn routed(&self, latency: Duration) {
+        self.routing.observe(latency);
+    }
+
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining as i64, Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let roles = [Role::Student, Role::Proctor];
+        out.push_str("# HELP invigil_connections WebSocket connections open now.\n# TYPE invigil_connections gauge\n");
+        for role in roles {
+            let v = self.connections[role_index(role)].load(Relaxed);
+            let _ = writeln!(out, "invigil_connections{{role=\"{}\"}} {v}", role.as_str());
+        }
+        out.push_str("# HELP invigil_connections_opened_total WebSocket connections accepted.\n# TYPE invigil_connections_opened_total counter\n");
+        for role in roles {
+            let v = self.connections_opened[role_index(role)].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "invigil_connections_opened_total{{role=\"{}\"}} {v}",
+                role.as_str()
+            );
+        }
+        let _ = writeln!(out, "# HELP invigil_handshakes_refused_total Upgrades refused (bad token, draining).\n# TYPE invigil_handshakes_refused_total counter\ninvigil_handshakes_refused_total {}", self.handshakes_refused.load(Relaxed));
+        out.push_str("# HELP invigil_messages_in_total Client messages received, by type.\n# TYPE invigil_messages_in_total counter\n");
+        for (name, c) in IN_TYPES.iter().zip(&self.messages_in) {
+            let _ = writeln!(
+                out,
+                "invigil_messages_in_total{{type=\"{name}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+        out.push_str("# HELP invigil_messages_out_total Server messages queued to sockets, by type.\n# TYPE invigil_messages_out_total counter\n");
+        for (name, c) in OUT_TYPES.iter().zip(&self.messages_out) {
+            let _ = writeln!(
+                out,
+                "invigil_messages_out_total{{type=\"{name}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+        out.push_str("# HELP invigil_errors_total Error messages sent to clients, by code.\n# TYPE invigil_errors_total counter\n");
+        for (code, c) in ErrorCode::ALL.iter().zip(&self.errors) {
+            let _ = writeln!(
+                out,
+                "invigil_errors_total{{code=\"{}\"}} {}",
+                code.as_str(),
+                c.load(Relaxed)
+            );
+        }
+        out.push_str("# HELP invigil_closes_total Sockets closed by the server, by close code.\n# TYPE invigil_closes_total counter\n");
+        for (code, c) in CLOSE_CODES.iter().zip(&self.closes) {
+            let _ = writeln!(
+                out,
+                "invigil_closes_total{{code=\"{code}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP invigil_statuses_coalesced_total Statuses dropped for a slow socket because a newer one of the same attempt replaced them.\n# TYPE invigil_statuses_coalesced_total counter\ninvigil_statuses_coalesced_total {}", self.coalesced.load(Relaxed));
+        out.push_str("# HELP invigil_routing_latency_seconds From a status on its socket to its hand-off to the local proctors.\n# TYPE invigil_routing_latency_seconds histogram\n");
+        self.routing
+            .render(&mut out, "invigil_routing_latency_seconds");
+        let _ = writeln!(out, "# HELP invigil_draining 1 while the server drains.\n# TYPE invigil_draining gauge\ninvigil_draining {}", self.draining.load(Relaxed));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_and_cumulative_buckets() {
+        let m = Metrics::default();
+        m.connection_opened(Role::Student);
+        m.message_in("subscribe");
+        m.error(ErrorCode::Forbidden);
+        m.close(4009);
+        m.routed(Duration::from_micros(300));
+        m.routed(Duration::from_millis(3));
+        let text = m.render();
+        assert!(text.contains("invigil_connections{role=\"student\"} 1"));
+        assert!(text.contains("invigil_messages_in_total{type=\"subscribe\"} 1"));
+        assert!(text.contains("invigil_errors_total{code=\"forbidden\"} 1"));
+        assert!(text.contains("invigil_closes_total{code=\"4009\"} 1"));
+        assert!(text.contains("invigil_routing_latency_seconds_bucket{le=\"0.0005\"} 1"));
+        assert!(text.contains("invigil_routing_latency_seconds_bucket{le=\"0.005\"} 2"));
+        assert!(text.contains("invigil_routing_latency_seconds_count 2"));
+    }
+}

@@ -1,0 +1,203 @@
+//! Builds the application from settings and backends, binds it, runs it and drains it.
+//!
+//! # Drain
+//!
+//! On SIGTERM or SIGINT (or [`Drainer::drain`]): `/readyz` turns 503 and new upgrades are
+//! refused, so the load balancer sends no one new; after `server.drain_delay_ms` (time for the
+//! load balancer to notice), every socket is closed with 1012 so its
+//! client reconnects to another instance; the drain waits until the sockets are gone or
+//! `server.drain_timeout_ms` passes, then stops the HTTP server and the process exits 0.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use actix::{Actor, Addr};
+use actix_web::{dev::ServerHandle, web, App, HttpServer};
+
+use crate::{
+    auth::{ApiKey, Verifier},
+    bridge::{Bridge, MemoryBridge},
+    config::{Secret, Settings},
+    http::{self, AppState},
+    metrics::Metrics,
+    protocol::ids::InstanceId,
+    registry::{Drain, SessionRegistry},
+    session::SessionContext,
+    store::{MemoryStore, StatusStore},
+};
+
+/// The seams' implementations an application runs on.
+pub struct Backends {
+    pub store: Arc<dyn StatusStore>,
+    pub bridge: Arc<dyn Bridge>,
+}
+
+impl Backends {
+    /// One node with in-memory state: the default.
+    pub fn single_node() -> Self {
+        Backends {
+            store: Arc::new(MemoryStore::new()),
+            bridge: Arc::new(MemoryBridge::single()),
+        }
+    }
+}
+
+/// A bound, running server.
+pub struct Application {
+    addr: SocketAddr,
+    instance: InstanceId,
+    server: actix_web::dev::Server,
+    drainer: Drainer,
+}
+
+impl Application {
+    /// Bind and start serving. Must run inside an actix system. `secret` is the JWT secret
+    /// (the caller decides what to do when the config has none).
+    pub async fn build(
+        settings: &Settings,
+        secret: &Secret,
+        backends: Backends,
+    ) -> anyhow::Result<Self> {
+        let instance = if settings.server.instance_id.is_empty() {
+            InstanceId::generate()
+        } else {
+            InstanceId::new(&settings.server.instance_id)
+        };
+        let metrics = Arc::new(Metrics::default());
+        let registry = SessionRegistry::new(
+            instance.clone(),
+            backends.store.clone(),
+            backends.bridge.clone(),
+            metrics.clone(),
+        )
+        .start();
+        let draining = Arc::new(AtomicBool::new(false));
+        let transports = Arc::new(AtomicUsize::new(0));
+        let state = web::Data::new(AppState {
+            verifier: Verifier::new(secret, &settings.auth)?,
+            api_key: ApiKey::new(&settings.auth.api_key),
+            registry: registry.clone(),
+            store: backends.store,
+            bridge: backends.bridge,
+            sessions: Arc::new(SessionContext {
+                instance: instance.clone(),
+                limits: settings.limits.clone(),
+                heartbeat: settings.heartbeat.clone(),
+                metrics: metrics.clone(),
+            }),
+            metrics: metrics.clone(),
+            draining: draining.clone(),
+            transports: transports.clone(),
+        });
+        let drain_timeout = Duration::from_millis(settings.server.drain_timeout_ms);
+        let drain_delay = Duration::from_millis(settings.server.drain_delay_ms);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(64 * 1024))
+                .configure(http::routes)
+        })
+        .disable_signals()
+        .backlog(4096)
+        .shutdown_timeout(drain_timeout.as_secs().max(1));
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server.bind(settings.server.bind)?;
+        let addr = server
+            .addrs()
+            .first()
+            .copied()
+            .ok_or_else(|| anyhow::anyhow!("bound to no address"))?;
+        let server = server.run();
+        let drainer = Drainer {
+            draining,
+            transports,
+            registry,
+            metrics,
+            server: server.handle(),
+            delay: drain_delay,
+            timeout: drain_timeout,
+        };
+        Ok(Application {
+            addr,
+            instance,
+            server,
+            drainer,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn instance(&self) -> &InstanceId {
+        &self.instance
+    }
+
+    /// A handle that drains this server.
+    pub fn drainer(&self) -> Drainer {
+        self.drainer.clone()
+    }
+
+    /// Serve until the server stops (after a drain).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Drains one server; see the module documentation.
+#[derive(Clone)]
+pub struct Drainer {
+    draining: Arc<AtomicBool>,
+    transports: Arc<AtomicUsize>,
+    registry: Addr<SessionRegistry>,
+    metrics: Arc<Metrics>,
+    server: ServerHandle,
+    delay: Duration,
+    timeout: Duration,
+}
+
+impl Drainer {
+    pub async fn drain(&self) {
+        if self.draining.swap(true, Ordering::SeqCst) {
+            return; // already draining
+        }
+        self.metrics.set_draining(true);
+        if !self.delay.is_zero() {
+            log::info!(
+                "draining: refusing new sockets for {:?} before closing",
+                self.delay
+            );
+            actix_rt::time::sleep(self.delay).await;
+        }
+        let told = self.registry.send(Drain).await.unwrap_or(0);
+        log::info!("draining: closing {told} sockets with 1012");
+        let deadline = Instant::now() + self.timeout;
+        // Sockets close on their own threads; a socket is gone when its actor has stopped and
+        // its transport has written the close frame.
+        let open = || {
+            (self.metrics.open_connections().max(0) as usize)
+                .max(self.transports.load(Ordering::SeqCst))
+        };
+        while open() > 0 && Instant::now() < deadline {
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = open();
+        if left > 0 {
+            log::warn!("drain timeout: {left} sockets still open; stopping anyway");
+        }
+        self.server.stop(true).await;
+        log::info!("drained; server stopped");
+    }
+}

@@ -1,0 +1,290 @@
+//! `spawn_app()` and a WebSocket test client: the public surface, on port 0.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use invigil::{
+    auth::{mint, Claims, Role},
+    bridge::{Bridge, MemoryHub},
+    config::{Secret, Settings},
+    protocol::ids::{AttemptId, InstanceId, QuizId},
+    startup::{Application, Backends, Drainer},
+    store::{MemoryStore, StatusStore},
+};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    tungstenite::{self, client::IntoClientRequest, protocol::CloseFrame, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+
+/// How long a test waits for any one event before failing.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub const SECRET: &str = "test-secret-of-the-lms";
+pub const API_KEY: &str = "test-api-key-of-the-lms";
+
+#[derive(Clone)]
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub instance: InstanceId,
+    pub drainer: Drainer,
+}
+
+/// Settings for tests: the defaults with a known API key and any changes of `tweak`.
+pub fn settings(tweak: impl FnOnce(&mut Settings)) -> Settings {
+    let mut s = Settings::defaults();
+    s.server.bind = "127.0.0.1:0".parse().unwrap();
+    s.server.workers = 1;
+    s.server.drain_timeout_ms = 2000;
+    s.auth.api_key = Secret::new(API_KEY);
+    tweak(&mut s);
+    s
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_on(settings(tweak), Backends::single_node()).await
+}
+
+/// Several instances in one process, sharing a hub and a store as a cluster shares Redis.
+pub async fn spawn_cluster(n: usize) -> (Vec<TestApp>, Arc<MemoryHub>) {
+    let hub = MemoryHub::new();
+    let store: Arc<dyn StatusStore> = Arc::new(MemoryStore::new());
+    let mut apps = Vec::new();
+    for i in 0..n {
+        let bridge: Arc<dyn Bridge> = Arc::new(hub.bridge());
+        let backends = Backends {
+            store: store.clone(),
+            bridge,
+        };
+        let s = settings(|s| s.server.instance_id = format!("node-{i}"));
+        apps.push(spawn_on(s, backends).await);
+    }
+    (apps, hub)
+}
+
+async fn spawn_on(settings: Settings, backends: Backends) -> TestApp {
+    let app = Application::build(&settings, &Secret::new(SECRET), backends)
+        .await
+        .expect("the test server binds");
+    let test = TestApp {
+        addr: app.addr(),
+        instance: app.instance().clone(),
+        drainer: app.drainer(),
+    };
+    actix_rt::spawn(app.run_until_stopped());
+    test
+}
+
+fn far_exp() -> u64 {
+    invigil::now_ms() / 1000 + 3600
+}
+
+pub fn student_token(quiz: &str, attempt: &str, sub: &str) -> String {
+    mint(
+        &Secret::new(SECRET),
+        &Claims {
+            sub: sub.into(),
+            role: Role::Student,
+            exp: far_exp(),
+            quiz_id: Some(QuizId::new(quiz)),
+            attempt_id: Some(AttemptId::new(attempt)),
+            name: Some(format!("Student {sub}")),
+            quizzes: vec![],
+        },
+    )
+    .unwrap()
+}
+
+pub fn proctor_token(quizzes: &[&str]) -> String {
+    mint(
+        &Secret::new(SECRET),
+        &Claims {
+            sub: "p1".into(),
+            role: Role::Proctor,
+            exp: far_exp(),
+            quiz_id: None,
+            attempt_id: None,
+            name: Some("Ms Proctor".into()),
+            quizzes: quizzes.iter().map(QuizId::new).collect(),
+        },
+    )
+    .unwrap()
+}
+
+/// A student status as an exam page sends it.
+pub fn status(quiz: &str, attempt: &str, sub: &str, user_status: &str, id: Value) -> Value {
+    json!({
+        "type": "message_to_master",
+        "id": id,
+        "message": {"action": "lmsQuizMonitoringStudent", "data": {
+            "quiz_id": quiz, "quiz_attempt_id": attempt, "student_id": sub,
+            "user_status": user_status, "question_answered": 3, "question_total": 40,
+            "question_number_current": 4, "score": null, "student_name": "Ann"
+        }}
+    })
+}
+
+impl TestApp {
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Open a socket with `token` in the query; panics if the upgrade is refused.
+    pub async fn connect(&self, token: &str) -> Client {
+        let url = format!("ws://{}/ws?token={token}", self.addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("upgrade accepted");
+        Client { ws }
+    }
+
+    /// Try to open a socket; the HTTP status of a refused upgrade.
+    pub async fn try_connect(&self, url_tail: &str, bearer: Option<&str>) -> Result<Client, u16> {
+        let mut req = format!("ws://{}/ws{url_tail}", self.addr)
+            .into_client_request()
+            .unwrap();
+        if let Some(token) = bearer {
+            req.headers_mut()
+                .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(Client { ws }),
+            Err(tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+            Err(e) => panic!("unexpected connect error: {e}"),
+        }
+    }
+
+    /// A connected student, its `welcome` read.
+    pub async fn student(&self, quiz: &str, attempt: &str, sub: &str) -> Client {
+        let mut c = self.connect(&student_token(quiz, attempt, sub)).await;
+        assert_eq!(c.recv().await["type"], "welcome");
+        c
+    }
+
+    /// A connected proctor of `quizzes`, its `welcome` read.
+    pub async fn proctor(&self, quizzes: &[&str]) -> Client {
+        let mut c = self.connect(&proctor_token(quizzes)).await;
+        assert_eq!(c.recv().await["type"], "welcome");
+        c
+    }
+
+    /// A proctor subscribed to `quiz`, its ack and snapshot read; returns the snapshot.
+    pub async fn watching(&self, quiz: &str) -> (Client, Value) {
+        let mut p = self.proctor(&[quiz]).await;
+        p.send(json!({"type": "subscribe", "quiz_id": quiz, "id": "sub"}))
+            .await;
+        assert_eq!(p.recv().await, json!({"type": "ack", "id": "sub"}));
+        let snapshot = p.recv().await;
+        assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+        (p, snapshot)
+    }
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn send(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text))
+            .await
+            .expect("socket open for sending");
+    }
+
+    /// The next text frame as it arrived (pings and pongs are skipped).
+    pub async fn recv_text(&mut self) -> String {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a message within the wait")
+                .expect("socket still open")
+                .expect("no socket error");
+            match msg {
+                Message::Text(t) => return t.to_string(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next text frame, parsed.
+    pub async fn recv(&mut self) -> Value {
+        let text = self.recv_text().await;
+        serde_json::from_str(&text).expect("server frames are JSON")
+    }
+
+    /// The next message of `kind`, skipping others (for tests that only care about one kind).
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// Read until the server closes; the close frame.
+    pub async fn closed(&mut self) -> CloseFrame {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("the server closes within the wait");
+            match next {
+                Some(Ok(Message::Close(Some(frame)))) => return frame,
+                Some(Ok(Message::Close(None))) => panic!("closed without a code"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("socket error before the close frame: {e}"),
+                None => panic!("stream ended without a close frame"),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// A GET with an optional bearer credential.
+pub async fn get(url: &str, bearer: Option<&str>) -> (u16, String) {
+    let mut req = awc::Client::default().get(url);
+    if let Some(b) = bearer {
+        req = req.insert_header(("Authorization", format!("Bearer {b}")));
+    }
+    let mut resp = req.send().await.expect("HTTP request");
+    let body = resp.body().await.expect("HTTP body");
+    (
+        resp.status().as_u16(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// A POST of a JSON body with an optional bearer credential.
+pub async fn post(url: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
+    let mut req = awc::Client::default()
+        .post(url)
+        .insert_header(("Content-Type", "application/json"));
+    if let Some(b) = bearer {
+        req = req.insert_header(("Authorization", format!("Bearer {b}")));
+    }
+    let mut resp = req.send_body(body.to_string()).await.expect("HTTP request");
+    let body = resp.body().await.expect("HTTP body");
+    (
+        resp.status().as_u16(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// Logs of the server under test, when RUST_LOG asks for them.
+pub fn init_logs() {
+    let _ = env_logger::builder().is_test(true).try_init();
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real server on port 0, driven through WebSocket and HTTP, one line
+//! of PROTOCOL.md after another.
+
+mod cluster;
+mod connect;
+mod drain;
+mod helpers;
+mod http;
+mod limits;
+mod liveness;
+mod process;
+mod routing;

@@ -1,0 +1,175 @@
+//! The built binary as an operator runs it: `token`, `serve`, SIGTERM.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_invigil");
+
+/// A server process, killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+    stdout: mpsc::Receiver<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(env: &[(&str, &str)]) -> Server {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--bind", "127.0.0.1:0"])
+        .env_remove("INVIGIL_JWT_SECRET")
+        .env("RUST_LOG", "info")
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("the binary starts");
+    let (tx, rx) = mpsc::channel();
+    let (log_tx, log_rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = log_tx.send(line);
+        }
+    });
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let addr = loop {
+        let line = log_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the server logs its address");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    Server {
+        child,
+        addr,
+        stdout: rx,
+    }
+}
+
+fn token(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("token")
+        .args(args)
+        .env("INVIGIL_JWT_SECRET", SECRET)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[actix_rt::test]
+async fn sigterm_closes_sockets_with_1012_and_exits_zero() {
+    let mut server = serve(&[("INVIGIL_JWT_SECRET", SECRET)]);
+    let ws = format!("ws://{}/ws?token=", server.addr);
+    let student = token(&[
+        "--role",
+        "student",
+        "--sub",
+        "s1",
+        "--quiz",
+        "q1",
+        "--attempt",
+        "a1",
+    ]);
+    let (c, _) = tokio_tungstenite::connect_async(format!("{ws}{student}"))
+        .await
+        .expect("a token from `invigil token` is accepted");
+    let mut c = Client { ws: c };
+    assert_eq!(c.recv().await["type"], "welcome");
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(u16::from(c.closed().await.code), 1012);
+    let deadline = Instant::now() + WAIT;
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server exits after the drain"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[actix_rt::test]
+async fn with_no_secret_serve_prints_a_proctor_token_that_works() {
+    let server = serve(&[]);
+    let deadline = Instant::now() + WAIT;
+    let url = loop {
+        let line = server
+            .stdout
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("a dashboard URL is printed");
+        if line.trim_start().starts_with("http://") && line.contains("/?token=") {
+            break line.trim().to_string();
+        }
+    };
+    let token = url.split("token=").nth(1).unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", server.addr))
+            .await
+            .expect("the printed token is accepted");
+    use futures_util::StreamExt;
+    let first = ws.next().await.unwrap().unwrap();
+    assert!(first.to_text().unwrap().contains("\"role\":\"proctor\""));
+}
+
+#[test]
+fn bad_config_is_refused_with_a_clear_error() {
+    let out = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("INVIGIL_HEARTBEAT__INTERVAL_MS", "often")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("interval_ms"), "{err}");
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "--role",
+            "proctor",
+            "--sub",
+            "p",
+            "--quizzes",
+            "q1",
+        ])
+        .env_remove("INVIGIL_JWT_SECRET")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no secret configured"));
+}
