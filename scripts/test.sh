@@ -12,6 +12,23 @@ for component in rustfmt clippy; do
     || rustup component add "$component"
 done
 
+say "services"
+# Redis on 127.0.0.1:6379 for the cluster tests (they use key prefixes of their own); the
+# restart and TLS tests start private redis-server processes on other ports.
+command -v redis-server >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server openssl >/dev/null
+}
+redis_answers() {
+  (exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && read -r -t 2 reply <&3 \
+    && [[ "$reply" == +PONG* ]]) 2>/dev/null
+}
+if ! redis_answers; then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+  for _ in $(seq 50); do redis_answers && break; sleep 0.2; done
+  redis_answers || { echo "Redis did not start on 127.0.0.1:6379" >&2; exit 1; }
+fi
+echo "Redis answers on 127.0.0.1:6379"
+
 say "format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings

@@ -145,19 +145,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         settings.redis.url = Secret::new(url);
     }
     init_logging(&settings);
-    if !settings.redis.url.is_empty() {
+    let generated = settings.auth.jwt_secret.is_empty();
+    if generated && !settings.redis.url.is_empty() {
         bail!(
-            "a Redis URL is configured, but this version of invigil runs a single node only; \
-             unset redis.url (or drop --redis) to run one instance with embedded state"
+            "instances of a cluster must share the LMS's secret: set auth.jwt_secret or \
+             INVIGIL_JWT_SECRET"
         );
     }
-    let generated = settings.auth.jwt_secret.is_empty();
     let secret = if generated {
         auth::random_secret()
     } else {
         settings.auth.jwt_secret.clone()
     };
-    let app = Application::build(&settings, &secret, Backends::single_node())
+    let backends = Backends::from_settings(&settings)?;
+    if settings.redis.url.is_empty() {
+        log::info!("single node: no Redis configured, state kept in memory");
+    } else {
+        log::info!(
+            "clustered through Redis (key prefix {})",
+            settings.redis.key_prefix
+        );
+    }
+    let app = Application::build(&settings, &secret, backends)
         .await
         .with_context(|| format!("binding {}", settings.server.bind))?;
     log::info!(

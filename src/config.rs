@@ -120,8 +120,23 @@ pub struct LimitSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `redis://` or `rediss://` URL; empty runs a single node.
+    /// `redis://` or `rediss://` URL (with a password if Redis needs one); empty runs a single
+    /// node.
     pub url: Secret,
+    /// PEM file of the certificate authority that signed Redis's TLS certificate, for a
+    /// private CA; empty trusts the usual public roots (as ElastiCache needs).
+    pub tls_ca_file: String,
+    /// Prefix of every key and channel, so several clusters can share one Redis.
+    pub key_prefix: String,
+    /// How often an instance renews its liveness key and looks for lost instances.
+    pub liveness_interval_ms: u64,
+    /// Lifetime of an instance's liveness key: an instance silent this long is lost, and its
+    /// students are reported offline (`instance_lost`).
+    pub liveness_ttl_ms: u64,
+    /// How long a quiz's latest statuses stay in Redis after its last update.
+    pub status_ttl_secs: u64,
+    /// Operations waiting for Redis before further cross-instance messages are dropped.
+    pub max_pending: usize,
 }
 
 /// Logging.
@@ -160,6 +175,12 @@ outbox_frames = 4096
 
 [redis]
 url = ""
+tls_ca_file = ""
+key_prefix = "invigil"
+liveness_interval_ms = 1000
+liveness_ttl_ms = 10000
+status_ttl_secs = 86400
+max_pending = 100000
 
 [log]
 level = "info"
@@ -271,6 +292,15 @@ impl Settings {
         rule(
             self.limits.outbox_frames >= 16,
             "limits.outbox_frames must be at least 16",
+        )?;
+        rule(
+            self.redis.liveness_ttl_ms >= 2 * self.redis.liveness_interval_ms
+                && self.redis.liveness_interval_ms >= 10,
+            "redis.liveness_ttl_ms must be at least twice redis.liveness_interval_ms (>= 10)",
+        )?;
+        rule(
+            !self.redis.key_prefix.is_empty(),
+            "redis.key_prefix must not be empty",
         )?;
         rule(
             self.server.instance_id.len() <= 64,

@@ -88,7 +88,16 @@ pub struct Metrics {
     coalesced: AtomicU64,
     routing: Histogram,
     draining: AtomicI64,
+    bridge_up: AtomicI64,
+    bridge_received: [AtomicU64; BRIDGE_KINDS.len()],
+    bridge_dropped: AtomicU64,
+    bridge_restores: AtomicU64,
+    store_pending: AtomicI64,
+    store_write_errors: AtomicU64,
 }
+
+/// Kinds of cross-instance messages, for `invigil_bridge_received_total{kind}`.
+pub const BRIDGE_KINDS: [&str; 5] = ["quiz", "attempt", "quiz_students", "taken", "other"];
 
 fn role_index(role: Role) -> usize {
     match role {
@@ -156,6 +165,40 @@ impl Metrics {
         self.draining.store(draining as i64, Relaxed);
     }
 
+    /// Whether cross-instance traffic flows.
+    pub fn set_bridge_up(&self, up: bool) {
+        self.bridge_up.store(up as i64, Relaxed);
+    }
+
+    /// A message from another instance arrived through the bridge.
+    pub fn bridge_received(&self, kind: &str) {
+        let i = BRIDGE_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(BRIDGE_KINDS.len() - 1);
+        self.bridge_received[i].fetch_add(1, Relaxed);
+    }
+
+    /// A cross-instance message was dropped (the bridge is down or its queue is full).
+    pub fn bridge_dropped(&self) {
+        self.bridge_dropped.fetch_add(1, Relaxed);
+    }
+
+    /// The bridge came back and restored its subscriptions, directory entries and liveness.
+    pub fn bridge_restored(&self) {
+        self.bridge_restores.fetch_add(1, Relaxed);
+    }
+
+    /// Statuses waiting to be written to the shared store.
+    pub fn set_store_pending(&self, n: usize) {
+        self.store_pending.store(n as i64, Relaxed);
+    }
+
+    /// A write to the shared store failed (it is retried).
+    pub fn store_write_error(&self) {
+        self.store_write_errors.fetch_add(1, Relaxed);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -213,6 +256,19 @@ impl Metrics {
         self.routing
             .render(&mut out, "invigil_routing_latency_seconds");
         let _ = writeln!(out, "# HELP invigil_draining 1 while the server drains.\n# TYPE invigil_draining gauge\ninvigil_draining {}", self.draining.load(Relaxed));
+        let _ = writeln!(out, "# HELP invigil_bridge_up 1 while cross-instance traffic flows (always 1 on a single node).\n# TYPE invigil_bridge_up gauge\ninvigil_bridge_up {}", self.bridge_up.load(Relaxed));
+        out.push_str("# HELP invigil_bridge_received_total Messages received from other instances, by kind.\n# TYPE invigil_bridge_received_total counter\n");
+        for (kind, c) in BRIDGE_KINDS.iter().zip(&self.bridge_received) {
+            let _ = writeln!(
+                out,
+                "invigil_bridge_received_total{{kind=\"{kind}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP invigil_bridge_dropped_total Cross-instance messages dropped while the bridge was down or full.\n# TYPE invigil_bridge_dropped_total counter\ninvigil_bridge_dropped_total {}", self.bridge_dropped.load(Relaxed));
+        let _ = writeln!(out, "# HELP invigil_bridge_restores_total Times the bridge reconnected and restored its state.\n# TYPE invigil_bridge_restores_total counter\ninvigil_bridge_restores_total {}", self.bridge_restores.load(Relaxed));
+        let _ = writeln!(out, "# HELP invigil_store_pending Statuses waiting to be written to the shared store.\n# TYPE invigil_store_pending gauge\ninvigil_store_pending {}", self.store_pending.load(Relaxed));
+        let _ = writeln!(out, "# HELP invigil_store_write_errors_total Failed writes to the shared store (retried).\n# TYPE invigil_store_write_errors_total counter\ninvigil_store_write_errors_total {}", self.store_write_errors.load(Relaxed));
         out
     }
 }

@@ -361,8 +361,8 @@ impl Handler<ProctorConnected> for SessionRegistry {
     }
 }
 
-/// A proctor socket starts watching a quiz. Answered once the registry routes the quiz's
-/// statuses to it, so a snapshot read afterwards misses nothing.
+/// A proctor socket starts watching a quiz. Answered once the quiz's statuses, here and from
+/// other instances, are routed to it, so a snapshot read afterwards misses nothing.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Watch {
@@ -372,13 +372,16 @@ pub struct Watch {
 }
 
 impl Handler<Watch> for SessionRegistry {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: Watch, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Watch, _: &mut Self::Context) -> Self::Result {
         let watchers = self.proctors.entry(msg.quiz.clone()).or_default();
-        if let Entry::Vacant(slot) = watchers.entry(msg.connection) {
-            slot.insert(msg.recipient);
-            self.bridge.watch(&msg.quiz);
+        match watchers.entry(msg.connection) {
+            Entry::Vacant(slot) => {
+                slot.insert(msg.recipient);
+                self.bridge.watch(&msg.quiz)
+            }
+            Entry::Occupied(_) => Box::pin(async {}),
         }
     }
 }

@@ -22,28 +22,53 @@ use actix_web::{dev::ServerHandle, web, App, HttpServer};
 
 use crate::{
     auth::{ApiKey, Verifier},
-    bridge::{Bridge, MemoryBridge},
-    config::{Secret, Settings},
+    bridge::{redis::RedisBridge, Bridge, MemoryBridge},
+    config::{RedisSettings, Secret, Settings},
     http::{self, AppState},
     metrics::Metrics,
     protocol::ids::InstanceId,
     registry::{Drain, SessionRegistry},
     session::SessionContext,
-    store::{MemoryStore, StatusStore},
+    store::{MemoryStore, RedisStore, StatusStore},
 };
 
-/// The seams' implementations an application runs on.
+/// The seams' implementations an application runs on, and the metrics they report to.
 pub struct Backends {
     pub store: Arc<dyn StatusStore>,
     pub bridge: Arc<dyn Bridge>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Backends {
     /// One node with in-memory state: the default.
     pub fn single_node() -> Self {
+        let metrics = Arc::new(Metrics::default());
+        metrics.set_bridge_up(true);
         Backends {
             store: Arc::new(MemoryStore::new()),
             bridge: Arc::new(MemoryBridge::single()),
+            metrics,
+        }
+    }
+
+    /// One instance of a cluster sharing the Redis of `redis.url`. Must run inside an actix
+    /// system. Connects lazily: an unreachable Redis leaves the instance up but not ready.
+    pub fn clustered(settings: &RedisSettings) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::default());
+        let (bridge, conn) = RedisBridge::start(settings, metrics.clone())?;
+        Ok(Backends {
+            store: Arc::new(RedisStore::new(conn, settings, metrics.clone())),
+            bridge: Arc::new(bridge),
+            metrics,
+        })
+    }
+
+    /// What `settings` ask for: clustered with a Redis URL, else a single node.
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        if settings.redis.url.is_empty() {
+            Ok(Self::single_node())
+        } else {
+            Self::clustered(&settings.redis)
         }
     }
 }
@@ -69,7 +94,7 @@ impl Application {
         } else {
             InstanceId::new(&settings.server.instance_id)
         };
-        let metrics = Arc::new(Metrics::default());
+        let metrics = backends.metrics;
         let registry = SessionRegistry::new(
             instance.clone(),
             backends.store.clone(),

@@ -129,13 +129,15 @@ impl Bridge for MemoryBridge {
         });
     }
 
-    fn watch(&self, quiz: &QuizId) {
-        let Some(me) = self.me.get() else { return };
-        self.hub.with(|s| {
-            if let Some(m) = s.members.get_mut(me) {
-                *m.interest.entry(quiz.clone()).or_default() += 1;
-            }
-        });
+    fn watch(&self, quiz: &QuizId) -> BoxFuture<'static, ()> {
+        if let Some(me) = self.me.get() {
+            self.hub.with(|s| {
+                if let Some(m) = s.members.get_mut(me) {
+                    *m.interest.entry(quiz.clone()).or_default() += 1;
+                }
+            });
+        }
+        future::ready(()).boxed()
     }
 
     fn unwatch(&self, quiz: &QuizId) {

@@ -23,6 +23,7 @@
 //! sharing a [`memory::MemoryHub`].
 
 pub mod memory;
+pub mod redis;
 
 use actix::{Message, Recipient};
 use futures_util::future::BoxFuture;
@@ -70,8 +71,10 @@ pub trait Bridge: Send + Sync + 'static {
     /// Leave the cluster cleanly, releasing this instance's claims and interests.
     fn detach(&self);
 
-    /// This instance holds a proctor of `quiz` (counted: one call per watching socket).
-    fn watch(&self, quiz: &QuizId);
+    /// This instance holds a proctor of `quiz` (counted: one call per watching socket). The
+    /// future resolves once the quiz's traffic from other instances flows here (or at once if
+    /// the bridge is down), so a snapshot read afterwards misses nothing.
+    fn watch(&self, quiz: &QuizId) -> BoxFuture<'static, ()>;
 
     /// A proctor of `quiz` on this instance went away.
     fn unwatch(&self, quiz: &QuizId);

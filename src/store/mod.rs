@@ -10,9 +10,10 @@
 //! - A read after a `record` on the same store sees it (read-your-writes within one instance).
 //!
 //! [`memory::MemoryStore`] is the default and serves one node (or several servers in one
-//! process); durable stores sit beside it and pass the same conformance suite.
+//! process); [`redis::RedisStore`] serves a cluster; both pass the same conformance suite.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use crate::protocol::{
 };
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 /// Why a store could not answer a read.
 #[derive(Debug, thiserror::Error)]

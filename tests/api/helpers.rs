@@ -1,6 +1,11 @@
 //! `spawn_app()` and a WebSocket test client: the public surface, on port 0.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc},
+    time::{Duration, Instant},
+};
 
 use futures_util::{SinkExt, StreamExt};
 use invigil::{
@@ -60,6 +65,7 @@ pub async fn spawn_cluster(n: usize) -> (Vec<TestApp>, Arc<MemoryHub>) {
         let backends = Backends {
             store: store.clone(),
             bridge,
+            metrics: Default::default(),
         };
         let s = settings(|s| s.server.instance_id = format!("node-{i}"));
         apps.push(spawn_on(s, backends).await);
@@ -203,14 +209,22 @@ impl Client {
 
     /// The next text frame as it arrived (pings and pongs are skipped).
     pub async fn recv_text(&mut self) -> String {
+        self.recv_text_within(WAIT)
+            .await
+            .expect("a message within the wait")
+    }
+
+    /// The next text frame if one comes within `wait`.
+    pub async fn recv_text_within(&mut self, wait: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
-                .expect("a message within the wait")
+                .ok()?
                 .expect("socket still open")
                 .expect("no socket error");
             match msg {
-                Message::Text(t) => return t.to_string(),
+                Message::Text(t) => return Some(t.to_string()),
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("expected a text frame, got {other:?}"),
             }
@@ -287,4 +301,140 @@ pub async fn post(url: &str, bearer: Option<&str>, body: &str) -> (u16, String) 
 /// Logs of the server under test, when RUST_LOG asks for them.
 pub fn init_logs() {
     let _ = env_logger::builder().is_test(true).try_init();
+}
+
+/// The built binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_invigil");
+
+/// A server process of the built binary, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    /// The server's log lines, printed if the test fails.
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+    pub addr: String,
+    pub stdout: mpsc::Receiver<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            if let Ok(lines) = self.log.lock() {
+                eprintln!("--- log of the server at {} ---", self.addr);
+                for line in lines.iter() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+impl Server {
+    /// `invigil serve --bind 127.0.0.1:0` with `env`; waits for its address in the log.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--bind", "127.0.0.1:0"])
+            .env_remove("INVIGIL_JWT_SECRET")
+            .env("RUST_LOG", "info,invigil=debug")
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("the binary starts");
+        let (tx, rx) = mpsc::channel();
+        let (log_tx, log_rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push(line.clone());
+                }
+                let _ = log_tx.send(line);
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        let addr = loop {
+            let line = log_rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the server logs its address");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        Server {
+            child,
+            log,
+            addr,
+            stdout: rx,
+        }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Open a socket with `token`.
+    pub async fn connect(&self, token: &str) -> Client {
+        let url = format!("ws://{}/ws?token={token}", self.addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("upgrade accepted");
+        Client { ws }
+    }
+
+    /// A connected student, its `welcome` read.
+    pub async fn student(&self, quiz: &str, attempt: &str, sub: &str) -> Client {
+        let mut c = self.connect(&student_token(quiz, attempt, sub)).await;
+        assert_eq!(c.recv().await["type"], "welcome");
+        c
+    }
+
+    /// A proctor subscribed to `quiz`, its welcome, ack and snapshot read; returns the snapshot.
+    pub async fn watching(&self, quiz: &str) -> (Client, Value) {
+        let mut p = self.connect(&proctor_token(&[quiz])).await;
+        assert_eq!(p.recv().await["type"], "welcome");
+        p.send(json!({"type": "subscribe", "quiz_id": quiz, "id": "sub"}))
+            .await;
+        assert_eq!(p.recv().await, json!({"type": "ack", "id": "sub"}));
+        let snapshot = p.recv().await;
+        assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+        (p, snapshot)
+    }
+
+    /// The value of one metric line (`name{labels}`), 0 if absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, text) = get(&self.http("/metrics"), None).await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Wait until `/readyz` answers `code`.
+    pub async fn wait_ready(&self, code: u16, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if get(&self.http("/readyz"), None).await.0 == code {
+                return;
+            }
+            assert!(Instant::now() < deadline, "readyz never answered {code}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: the process dies without a word.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

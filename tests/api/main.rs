@@ -9,4 +9,5 @@ mod http;
 mod limits;
 mod liveness;
 mod process;
+mod redis_cluster;
 mod routing;

@@ -1,71 +1,11 @@
 //! The built binary as an operator runs it: `token`, `serve`, SIGTERM.
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    process::Command,
     time::{Duration, Instant},
 };
 
 use crate::helpers::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_invigil");
-
-/// A server process, killed when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-    stdout: mpsc::Receiver<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(env: &[(&str, &str)]) -> Server {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--bind", "127.0.0.1:0"])
-        .env_remove("INVIGIL_JWT_SECRET")
-        .env("RUST_LOG", "info")
-        .current_dir(std::env::temp_dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("the binary starts");
-    let (tx, rx) = mpsc::channel();
-    let (log_tx, log_rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = log_tx.send(line);
-        }
-    });
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + WAIT;
-    let addr = loop {
-        let line = log_rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the server logs its address");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    Server {
-        child,
-        addr,
-        stdout: rx,
-    }
-}
 
 fn token(args: &[&str]) -> String {
     let out = Command::new(BIN)
@@ -85,7 +25,7 @@ fn token(args: &[&str]) -> String {
 
 #[actix_rt::test]
 async fn sigterm_closes_sockets_with_1012_and_exits_zero() {
-    let mut server = serve(&[("INVIGIL_JWT_SECRET", SECRET)]);
+    let mut server = Server::start(&[("INVIGIL_JWT_SECRET", SECRET)]);
     let ws = format!("ws://{}/ws?token=", server.addr);
     let student = token(&[
         "--role",
@@ -124,7 +64,7 @@ async fn sigterm_closes_sockets_with_1012_and_exits_zero() {
 
 #[actix_rt::test]
 async fn with_no_secret_serve_prints_a_proctor_token_that_works() {
-    let server = serve(&[]);
+    let server = Server::start(&[]);
     let deadline = Instant::now() + WAIT;
     let url = loop {
         let line = server
