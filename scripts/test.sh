@@ -29,6 +29,17 @@ if ! redis_answers; then
 fi
 echo "Redis answers on 127.0.0.1:6379"
 
+# PostgreSQL on 127.0.0.1:5432 (trust auth) for the record tests, and libpq to build against.
+dpkg -s libpq-dev >/dev/null 2>&1 && command -v pg_ctlcluster >/dev/null 2>&1 || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpq-dev postgresql >/dev/null
+}
+if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+  for _ in $(seq 50); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 0.2; done
+  pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL did not start on 127.0.0.1:5432" >&2; exit 1; }
+fi
+echo "PostgreSQL answers on 127.0.0.1:5432"
+
 say "format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings

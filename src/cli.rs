@@ -10,6 +10,7 @@ use crate::{
     config::{self, Secret, Settings},
     now_ms,
     protocol::ids::{AttemptId, QuizId},
+    records::db::{Db, DbUrl},
     startup::{Application, Backends},
 };
 
@@ -30,6 +31,15 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print a signed token (for trying the server out and for scripts).
     Token(TokenArgs),
+    /// Apply the record database's migrations (serve also does at start-up).
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// Config file holding records.url (INVIGIL_RECORDS__URL wins).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +111,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => {
             let settings = settings(args.config.as_ref())?;
             println!("{}", token(&settings, &args)?);
+            Ok(())
+        }
+        Command::Migrate(args) => {
+            let settings = settings(args.config.as_ref())?;
+            if settings.records.url.is_empty() {
+                bail!("records.url is empty: there is no record database to migrate");
+            }
+            let url = DbUrl::parse(settings.records.url.expose())?;
+            let applied = Db::connect(&url)?.migrate()?;
+            if applied.is_empty() {
+                println!("the record database is up to date");
+            }
+            for name in applied {
+                println!("applied {name}");
+            }
             Ok(())
         }
     }

@@ -45,6 +45,7 @@ pub struct Settings {
     pub heartbeat: HeartbeatSettings,
     pub limits: LimitSettings,
     pub redis: RedisSettings,
+    pub records: RecordSettings,
     pub log: LogSettings,
 }
 
@@ -139,6 +140,23 @@ pub struct RedisSettings {
     pub max_pending: usize,
 }
 
+/// The records of each exam: attempts and the event log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordSettings {
+    /// `sqlite://PATH` (the embedded default) or `postgres://...`; empty keeps no records.
+    pub url: Secret,
+    /// Events waiting in memory for the database before they go to the spool file.
+    pub queue_size: usize,
+    /// Events written per transaction.
+    pub batch_size: usize,
+    /// The spool file: events past the queue's bound wait here, on disk.
+    pub spool_path: String,
+    /// A progress-only status of an attempt is written at most this often; a change of
+    /// `user_status` or `connected` is written at once.
+    pub status_interval_ms: u64,
+}
+
 /// Logging.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,6 +199,13 @@ liveness_interval_ms = 1000
 liveness_ttl_ms = 10000
 status_ttl_secs = 86400
 max_pending = 100000
+
+[records]
+url = "sqlite://invigil-data/records.db"
+queue_size = 10000
+batch_size = 500
+spool_path = "invigil-data/spool.jsonl"
+status_interval_ms = 30000
 
 [log]
 level = "info"
@@ -297,6 +322,10 @@ impl Settings {
             self.redis.liveness_ttl_ms >= 2 * self.redis.liveness_interval_ms
                 && self.redis.liveness_interval_ms >= 10,
             "redis.liveness_ttl_ms must be at least twice redis.liveness_interval_ms (>= 10)",
+        )?;
+        rule(
+            self.records.queue_size >= 1 && self.records.batch_size >= 1,
+            "records.queue_size and records.batch_size must be at least 1",
         )?;
         rule(
             !self.redis.key_prefix.is_empty(),

@@ -13,7 +13,10 @@
 //! - [`registry`]: the per-process [`registry::SessionRegistry`] actor that routes between the
 //!   local sockets and hands cross-instance traffic to the bridge.
 //! - [`bridge`]: the seam to other instances; the in-process implementation is the default.
-//! - [`store`]: the seam holding the latest status of every attempt; in memory by default.
+//! - [`store`]: the seam holding the latest status of every attempt: in memory by default, in
+//!   Redis for a cluster, with a durable copy in the record database.
+//! - [`records`]: the records kept after the exam (attempts, the event log) in SQLite or
+//!   PostgreSQL, written by persistence actors, with the spool that loses nothing.
 //! - [`metrics`]: counters, gauges and the routing latency histogram, in Prometheus text.
 //! - [`http`]: the HTTP surface: WebSocket upgrade, operations endpoints, the LMS API, the
 //!   embedded web assets.
@@ -27,6 +30,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod protocol;
+pub mod records;
 pub mod registry;
 pub mod session;
 pub mod startup;

@@ -94,6 +94,14 @@ pub struct Metrics {
     bridge_restores: AtomicU64,
     store_pending: AtomicI64,
     store_write_errors: AtomicU64,
+    records_queued: AtomicI64,
+    records_spool: AtomicI64,
+    records_spooled: AtomicU64,
+    records_written: AtomicU64,
+    record_statuses_written: AtomicU64,
+    record_write_failures: AtomicU64,
+    record_write_nanos: AtomicU64,
+    record_writes: AtomicU64,
 }
 
 /// Kinds of cross-instance messages, for `invigil_bridge_received_total{kind}`.
@@ -189,6 +197,32 @@ impl Metrics {
         self.bridge_restores.fetch_add(1, Relaxed);
     }
 
+    /// Events waiting in the record queue and in the spool file.
+    pub fn set_records_waiting(&self, queued: usize, spooled: usize) {
+        self.records_queued.store(queued as i64, Relaxed);
+        self.records_spool.store(spooled as i64, Relaxed);
+    }
+
+    /// Events that went to the spool file.
+    pub fn records_spooled(&self, n: usize) {
+        self.records_spooled.fetch_add(n as u64, Relaxed);
+    }
+
+    /// A record transaction committed: new events, statuses, and how long it took.
+    pub fn records_written(&self, events: usize, statuses: usize, took: Duration) {
+        self.records_written.fetch_add(events as u64, Relaxed);
+        self.record_statuses_written
+            .fetch_add(statuses as u64, Relaxed);
+        self.record_writes.fetch_add(1, Relaxed);
+        self.record_write_nanos
+            .fetch_add(took.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+    }
+
+    /// A record transaction failed (it is retried).
+    pub fn record_write_failed(&self) {
+        self.record_write_failures.fetch_add(1, Relaxed);
+    }
+
     /// Statuses waiting to be written to the shared store.
     pub fn set_store_pending(&self, n: usize) {
         self.store_pending.store(n as i64, Relaxed);
@@ -268,6 +302,13 @@ impl Metrics {
         let _ = writeln!(out, "# HELP invigil_bridge_dropped_total Cross-instance messages dropped while the bridge was down or full.\n# TYPE invigil_bridge_dropped_total counter\ninvigil_bridge_dropped_total {}", self.bridge_dropped.load(Relaxed));
         let _ = writeln!(out, "# HELP invigil_bridge_restores_total Times the bridge reconnected and restored its state.\n# TYPE invigil_bridge_restores_total counter\ninvigil_bridge_restores_total {}", self.bridge_restores.load(Relaxed));
         let _ = writeln!(out, "# HELP invigil_store_pending Statuses waiting to be written to the shared store.\n# TYPE invigil_store_pending gauge\ninvigil_store_pending {}", self.store_pending.load(Relaxed));
+        let _ = writeln!(out, "# HELP invigil_records_queued Events waiting in memory for the record database.\n# TYPE invigil_records_queued gauge\ninvigil_records_queued {}", self.records_queued.load(Relaxed));
+        let _ = writeln!(out, "# HELP invigil_records_spool Events waiting in the spool file.\n# TYPE invigil_records_spool gauge\ninvigil_records_spool {}", self.records_spool.load(Relaxed));
+        let _ = writeln!(out, "# HELP invigil_records_spooled_total Events that went to the spool file.\n# TYPE invigil_records_spooled_total counter\ninvigil_records_spooled_total {}", self.records_spooled.load(Relaxed));
+        let _ = writeln!(out, "# HELP invigil_records_written_total Events written to the record database.\n# TYPE invigil_records_written_total counter\ninvigil_records_written_total {}", self.records_written.load(Relaxed));
+        let _ = writeln!(out, "# HELP invigil_record_statuses_written_total Latest statuses written to the record database.\n# TYPE invigil_record_statuses_written_total counter\ninvigil_record_statuses_written_total {}", self.record_statuses_written.load(Relaxed));
+        let _ = writeln!(out, "# HELP invigil_record_write_failures_total Failed record transactions (retried).\n# TYPE invigil_record_write_failures_total counter\ninvigil_record_write_failures_total {}", self.record_write_failures.load(Relaxed));
+        let _ = writeln!(out, "# HELP invigil_record_write_seconds Time of record transactions.\n# TYPE invigil_record_write_seconds summary\ninvigil_record_write_seconds_sum {}\ninvigil_record_write_seconds_count {}", self.record_write_nanos.load(Relaxed) as f64 / 1e9, self.record_writes.load(Relaxed));
         let _ = writeln!(out, "# HELP invigil_store_write_errors_total Failed writes to the shared store (retried).\n# TYPE invigil_store_write_errors_total counter\ninvigil_store_write_errors_total {}", self.store_write_errors.load(Relaxed));
         out
     }

@@ -23,8 +23,9 @@ use crate::{
         ids::{AttemptId, AttemptKey, ConnectionId, InstanceId, QuizId, UserId},
         outbound,
         status::{StatusChange, StatusFields, StatusRecord},
-        Frame, OfflineReason, UserStatus,
+        Frame, MessageKind, OfflineReason, UserStatus,
     },
+    records::{self, EventIds, Recorder},
     session::{ProctorCommand, StudentCommand},
     store::StatusStore,
 };
@@ -64,6 +65,8 @@ pub struct SessionRegistry {
     store: Arc<dyn StatusStore>,
     bridge: Arc<dyn Bridge>,
     metrics: Arc<Metrics>,
+    /// Where the event log goes, if records are kept.
+    records: Option<(Recorder, Arc<EventIds>)>,
 }
 
 impl SessionRegistry {
@@ -72,8 +75,10 @@ impl SessionRegistry {
         store: Arc<dyn StatusStore>,
         bridge: Arc<dyn Bridge>,
         metrics: Arc<Metrics>,
+        recorder: Option<Recorder>,
     ) -> Self {
         SessionRegistry {
+            records: recorder.map(|r| (r, EventIds::new(&instance))),
             instance,
             attempts: HashMap::new(),
             proctor_sockets: HashMap::new(),
@@ -94,6 +99,11 @@ impl SessionRegistry {
             change,
             now_ms(),
         ));
+        if let Some((recorder, ids)) = &self.records {
+            for event in records::status_events(ids, entry.latest.as_deref(), &record) {
+                recorder.event(event);
+            }
+        }
         entry.latest = Some(record.clone());
         self.store.record(record.clone());
         let frame = outbound::student_status(&record);
@@ -333,13 +343,18 @@ impl Handler<StudentChat> for SessionRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: StudentChat, _: &mut Self::Context) {
-        let frame = outbound::student_message(
-            &msg.key,
-            &msg.student,
-            msg.name.as_deref(),
-            &msg.text,
-            now_ms(),
-        );
+        let now = now_ms();
+        if let Some((recorder, ids)) = &self.records {
+            recorder.event(records::student_message_event(
+                ids,
+                &msg.key,
+                &msg.student,
+                &msg.text,
+                now,
+            ));
+        }
+        let frame =
+            outbound::student_message(&msg.key, &msg.student, msg.name.as_deref(), &msg.text, now);
         self.to_local_proctors(&msg.key.quiz, None, &frame);
         self.bridge.publish_to_proctors(&msg.key.quiz, None, &frame);
     }
@@ -421,18 +436,38 @@ impl Handler<ProctorGone> for SessionRegistry {
     }
 }
 
+/// Who sent a message to students, and what, for the event log.
+pub struct MessageRecord {
+    pub kind: MessageKind,
+    pub author: String,
+    pub text: String,
+    pub at: u64,
+}
+
+impl SessionRegistry {
+    fn record_message(&self, quiz: &QuizId, attempt: Option<&AttemptKey>, m: &MessageRecord) {
+        if let Some((recorder, ids)) = &self.records {
+            recorder.event(records::proctor_message_event(
+                ids, quiz, attempt, m.kind, &m.author, &m.text, m.at,
+            ));
+        }
+    }
+}
+
 /// A proctor message for one attempt, wherever its socket is.
 #[derive(Message)]
 #[rtype(result = "Delivery")]
 pub struct SendToStudent {
     pub key: AttemptKey,
     pub frame: Frame,
+    pub record: MessageRecord,
 }
 
 impl Handler<SendToStudent> for SessionRegistry {
     type Result = ResponseFuture<Delivery>;
 
     fn handle(&mut self, msg: SendToStudent, _: &mut Self::Context) -> Self::Result {
+        self.record_message(&msg.key.quiz, Some(&msg.key), &msg.record);
         if self.to_local_student(&msg.key, &msg.frame) {
             return Box::pin(async { Delivery::Delivered });
         }
@@ -446,12 +481,14 @@ impl Handler<SendToStudent> for SessionRegistry {
 pub struct BroadcastToQuiz {
     pub quiz: QuizId,
     pub frame: Frame,
+    pub record: MessageRecord,
 }
 
 impl Handler<BroadcastToQuiz> for SessionRegistry {
     type Result = usize;
 
     fn handle(&mut self, msg: BroadcastToQuiz, _: &mut Self::Context) -> usize {
+        self.record_message(&msg.quiz, None, &msg.record);
         self.bridge.publish_to_quiz_students(&msg.quiz, &msg.frame);
         self.to_local_quiz_students(&msg.quiz, &msg.frame)
     }

@@ -17,19 +17,23 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix::{Actor, Addr};
+use actix::{Actor, Addr, SyncArbiter};
 use actix_web::{dev::ServerHandle, web, App, HttpServer};
 
 use crate::{
     auth::{ApiKey, Verifier},
     bridge::{redis::RedisBridge, Bridge, MemoryBridge},
-    config::{RedisSettings, Secret, Settings},
+    config::{RecordSettings, RedisSettings, Secret, Settings},
     http::{self, AppState},
     metrics::Metrics,
     protocol::ids::InstanceId,
+    records::{
+        db::{DbReader, DbUrl},
+        Recorder,
+    },
     registry::{Drain, SessionRegistry},
     session::SessionContext,
-    store::{MemoryStore, RedisStore, StatusStore},
+    store::{DurableStore, MemoryStore, RedisStore, StatusStore},
 };
 
 /// The seams' implementations an application runs on, and the metrics they report to.
@@ -37,6 +41,25 @@ pub struct Backends {
     pub store: Arc<dyn StatusStore>,
     pub bridge: Arc<dyn Bridge>,
     pub metrics: Arc<Metrics>,
+    /// The record database, when records are kept.
+    pub records: Option<Records>,
+}
+
+/// The persistence actors of the record database.
+#[derive(Clone)]
+pub struct Records {
+    pub recorder: Recorder,
+    pub reader: Addr<DbReader>,
+}
+
+impl Records {
+    /// Start the persistence actors for `settings.url`. Must run inside an actix system.
+    pub fn start(settings: &RecordSettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let recorder = Recorder::start(settings, metrics)?;
+        let url = DbUrl::parse(settings.url.expose())?;
+        let reader = SyncArbiter::start(1, move || DbReader::new(url.clone()));
+        Ok(Records { recorder, reader })
+    }
 }
 
 impl Backends {
@@ -48,6 +71,7 @@ impl Backends {
             store: Arc::new(MemoryStore::new()),
             bridge: Arc::new(MemoryBridge::single()),
             metrics,
+            records: None,
         }
     }
 
@@ -60,15 +84,34 @@ impl Backends {
             store: Arc::new(RedisStore::new(conn, settings, metrics.clone())),
             bridge: Arc::new(bridge),
             metrics,
+            records: None,
         })
     }
 
-    /// What `settings` ask for: clustered with a Redis URL, else a single node.
+    /// Keep records in the database of `settings.url`, with a durable copy of the statuses.
+    pub fn with_records(mut self, settings: &RecordSettings) -> anyhow::Result<Self> {
+        let records = Records::start(settings, self.metrics.clone())?;
+        self.store = Arc::new(DurableStore::new(
+            self.store,
+            records.recorder.clone(),
+            records.reader.clone(),
+        ));
+        self.records = Some(records);
+        Ok(self)
+    }
+
+    /// What `settings` ask for: clustered with a Redis URL, else a single node; with records
+    /// unless `records.url` is empty.
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
-        if settings.redis.url.is_empty() {
-            Ok(Self::single_node())
+        let backends = if settings.redis.url.is_empty() {
+            Self::single_node()
         } else {
-            Self::clustered(&settings.redis)
+            Self::clustered(&settings.redis)?
+        };
+        if settings.records.url.is_empty() {
+            Ok(backends)
+        } else {
+            backends.with_records(&settings.records)
         }
     }
 }
@@ -100,6 +143,7 @@ impl Application {
             backends.store.clone(),
             backends.bridge.clone(),
             metrics.clone(),
+            backends.records.as_ref().map(|r| r.recorder.clone()),
         )
         .start();
         let draining = Arc::new(AtomicBool::new(false));
@@ -119,6 +163,7 @@ impl Application {
             metrics: metrics.clone(),
             draining: draining.clone(),
             transports: transports.clone(),
+            records: backends.records.as_ref().map(|r| r.reader.clone()),
         });
         let drain_timeout = Duration::from_millis(settings.server.drain_timeout_ms);
         let drain_delay = Duration::from_millis(settings.server.drain_delay_ms);
@@ -142,6 +187,7 @@ impl Application {
             .ok_or_else(|| anyhow::anyhow!("bound to no address"))?;
         let server = server.run();
         let drainer = Drainer {
+            recorder: backends.records.map(|r| r.recorder),
             draining,
             transports,
             registry,
@@ -184,6 +230,7 @@ impl Application {
 /// Drains one server; see the module documentation.
 #[derive(Clone)]
 pub struct Drainer {
+    recorder: Option<Recorder>,
     draining: Arc<AtomicBool>,
     transports: Arc<AtomicUsize>,
     registry: Addr<SessionRegistry>,
@@ -221,6 +268,17 @@ impl Drainer {
         let left = open();
         if left > 0 {
             log::warn!("drain timeout: {left} sockets still open; stopping anyway");
+        }
+        // The records of the closed sockets go to the database (or the spool) before exit.
+        if let Some(recorder) = &self.recorder {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = left.max(Duration::from_secs(1));
+            if actix_rt::time::timeout(wait, recorder.flush())
+                .await
+                .is_err()
+            {
+                log::warn!("drain: the record database did not take every event in time; the rest is in the spool or lost with the queue");
+            }
         }
         self.server.stop(true).await;
         log::info!("drained; server stopped");

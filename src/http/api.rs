@@ -9,17 +9,21 @@ use crate::{
     auth::{AuthError, Identity},
     now_ms,
     protocol::{ids::QuizId, inbound::MAX_TEXT_BYTES, outbound, MessageKind},
-    registry::BroadcastToQuiz,
+    registry::{BroadcastToQuiz, MessageRecord},
 };
 
 /// Who is calling, once allowed for the quiz.
-enum Caller {
+pub(super) enum Caller {
     Lms,
     Proctor { name: String },
 }
 
 /// The API key, or a proctor token that lists `quiz`.
-fn authorize(req: &HttpRequest, state: &AppState, quiz: &QuizId) -> Result<Caller, ApiError> {
+pub(super) fn authorize(
+    req: &HttpRequest,
+    state: &AppState,
+    quiz: &QuizId,
+) -> Result<Caller, ApiError> {
     let presented = credential(req).ok_or(AuthError::Missing)?;
     if state.api_key.matches(&presented) {
         return Ok(Caller::Lms);
@@ -84,12 +88,20 @@ pub async fn messages(
         Caller::Lms => "LMS",
         Caller::Proctor { name } => name,
     };
-    let frame = outbound::proctor_message(kind, from, &msg.text, now_ms());
+    let at = now_ms();
+    let frame = outbound::proctor_message(kind, from, &msg.text, at);
+    let record = MessageRecord {
+        kind,
+        author: from.to_string(),
+        text: msg.text,
+        at,
+    };
     let delivered_here = state
         .registry
         .send(BroadcastToQuiz {
             quiz: quiz.clone(),
             frame,
+            record,
         })
         .await
         .map_err(|e| ApiError::Unavailable(format!("routing unavailable: {e}")))?;

@@ -4,6 +4,7 @@
 mod api;
 mod assets;
 mod ops;
+mod records;
 mod ws;
 
 use std::sync::{
@@ -19,6 +20,7 @@ use crate::{
     auth::{ApiKey, AuthError, Verifier},
     bridge::Bridge,
     metrics::Metrics,
+    records::db::DbReader,
     registry::SessionRegistry,
     session::SessionContext,
     store::StatusStore,
@@ -37,6 +39,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// Upgraded connections whose transport is still open (see `ws::TransportGuard`).
     pub transports: Arc<AtomicUsize>,
+    /// The record database's reader, when records are kept.
+    pub records: Option<Addr<DbReader>>,
 }
 
 impl AppState {
@@ -58,6 +62,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/api/v1/quizzes/{quiz_id}/messages",
             web::post().to(api::messages),
+        )
+        .route(
+            "/api/v1/quizzes/{quiz_id}/events",
+            web::get().to(records::events),
+        )
+        .route(
+            "/api/v1/quizzes/{quiz_id}/report",
+            web::get().to(records::report),
         )
         .route("/", web::get().to(assets::dashboard))
         .route("/demo", web::get().to(assets::demo))

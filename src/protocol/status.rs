@@ -226,6 +226,51 @@ impl StatusRecord {
     }
 }
 
+/// A record as stored (Redis, the record database): `seq` first, so a Lua script can compare
+/// without decoding.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    seq: u64,
+    user_status: UserStatus,
+    connected: bool,
+    last_seen: u64,
+    away_count: u64,
+    reason: Option<OfflineReason>,
+    fields: StatusFields,
+}
+
+impl StatusRecord {
+    /// The stored form: JSON starting with `{"seq":N`.
+    pub fn to_stored_json(&self) -> String {
+        let stored = Stored {
+            seq: self.seq,
+            user_status: self.user_status,
+            connected: self.connected,
+            last_seen: self.last_seen,
+            away_count: self.away_count,
+            reason: self.reason,
+            fields: self.fields.clone(),
+        };
+        // Plain values and raw JSON that was valid when read: serialization cannot fail.
+        serde_json::to_string(&stored).unwrap_or_default()
+    }
+
+    /// Read the stored form back; `None` if it is not one.
+    pub fn from_stored_json(key: AttemptKey, json: &str) -> Option<StatusRecord> {
+        let s: Stored = serde_json::from_str(json).ok()?;
+        Some(StatusRecord {
+            key,
+            seq: s.seq,
+            user_status: s.user_status,
+            connected: s.connected,
+            last_seen: s.last_seen,
+            away_count: s.away_count,
+            reason: s.reason,
+            fields: s.fields,
+        })
+    }
+}
+
 /// A STATUS as listed in a snapshot: the fields plus `seq`.
 pub struct WithSeq<'a>(pub &'a StatusRecord);
 

@@ -21,7 +21,10 @@ use crate::{
         status::StatusRecord,
         ErrorCode, Frame,
     },
-    registry::{ProctorConnected, ProctorGone, SendToStudent, SessionRegistry, Unwatch, Watch},
+    registry::{
+        MessageRecord, ProctorConnected, ProctorGone, SendToStudent, SessionRegistry, Unwatch,
+        Watch,
+    },
     store::{StatusStore, StoreError},
 };
 
@@ -150,6 +153,7 @@ impl ProctorSession {
         id: Option<MessageId>,
         key: AttemptKey,
         frame: Frame,
+        record: MessageRecord,
     ) {
         if !self.identity.quizzes.contains(&key.quiz) {
             let message = format!("quiz {} is not in this token's quizzes", key.quiz);
@@ -158,6 +162,7 @@ impl ProctorSession {
         let sent = self.registry.send(SendToStudent {
             key: key.clone(),
             frame,
+            record,
         });
         ctx.spawn(
             sent.into_actor(self)
@@ -231,9 +236,16 @@ impl SocketActor for ProctorSession {
                 kind,
                 text,
             } => {
-                let frame =
-                    outbound::proctor_message(kind, self.identity.display_name(), &text, now_ms());
-                self.message_student(ctx, id, key, frame);
+                let author = self.identity.display_name().to_string();
+                let at = now_ms();
+                let frame = outbound::proctor_message(kind, &author, &text, at);
+                let record = MessageRecord {
+                    kind,
+                    author,
+                    text,
+                    at,
+                };
+                self.message_student(ctx, id, key, frame, record);
             }
             Inbound::Ping { id } => socket::pong(self, ctx, id.as_ref()),
             Inbound::Status { id, .. } => self.forbidden(ctx, id.as_ref(), "message_to_master"),

@@ -12,6 +12,7 @@
 //! [`memory::MemoryStore`] is the default and serves one node (or several servers in one
 //! process); [`redis::RedisStore`] serves a cluster; both pass the same conformance suite.
 
+pub mod durable;
 pub mod memory;
 pub mod redis;
 
@@ -24,6 +25,7 @@ use crate::protocol::{
     status::StatusRecord,
 };
 
+pub use durable::DurableStore;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 

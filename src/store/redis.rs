@@ -17,7 +17,6 @@ use std::{
 
 use futures_util::future::{BoxFuture, FutureExt};
 use redis::{aio::ConnectionManager, Script};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::{MemoryStore, StatusStore, StoreError};
@@ -26,53 +25,12 @@ use crate::{
     metrics::Metrics,
     protocol::{
         ids::{AttemptId, AttemptKey, QuizId},
-        status::{StatusFields, StatusRecord},
-        OfflineReason, UserStatus,
+        status::StatusRecord,
     },
 };
 
 /// Records written per pipeline.
 const BATCH: usize = 512;
-
-/// A record as stored: `seq` first, so the write script can compare without decoding.
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    seq: u64,
-    user_status: UserStatus,
-    connected: bool,
-    last_seen: u64,
-    away_count: u64,
-    reason: Option<OfflineReason>,
-    fields: StatusFields,
-}
-
-fn to_json(record: &StatusRecord) -> String {
-    let stored = Stored {
-        seq: record.seq,
-        user_status: record.user_status,
-        connected: record.connected,
-        last_seen: record.last_seen,
-        away_count: record.away_count,
-        reason: record.reason,
-        fields: record.fields.clone(),
-    };
-    // Plain values and raw JSON that was valid when read: serialization cannot fail.
-    serde_json::to_string(&stored).unwrap_or_default()
-}
-
-fn from_json(key: AttemptKey, json: &str) -> Option<StatusRecord> {
-    let s: Stored = serde_json::from_str(json).ok()?;
-    Some(StatusRecord {
-        key,
-        seq: s.seq,
-        user_status: s.user_status,
-        connected: s.connected,
-        last_seen: s.last_seen,
-        away_count: s.away_count,
-        reason: s.reason,
-        fields: s.fields,
-    })
-}
 
 /// Latest statuses in Redis, with this instance's memory as the fallback.
 pub struct RedisStore {
@@ -155,7 +113,7 @@ async fn write_loop(
             invocation
                 .arg(record.key.attempt.as_str())
                 .arg(record.seq)
-                .arg(to_json(record))
+                .arg(record.to_stored_json())
                 .arg(ttl_secs);
             pipe.invoke_script(&invocation).ignore();
         }
@@ -218,7 +176,9 @@ impl StatusStore for RedisStore {
                 .query_async(&mut conn)
                 .await;
             let remote = match remote {
-                Ok(json) => json.and_then(|j| from_json(key.clone(), &j)).map(Arc::new),
+                Ok(json) => json
+                    .and_then(|j| StatusRecord::from_stored_json(key.clone(), &j))
+                    .map(Arc::new),
                 Err(e) => {
                     log::warn!("reading {key} from Redis: {e}; using this instance's memory");
                     None
@@ -254,7 +214,7 @@ impl StatusStore for RedisStore {
                             quiz: quiz.clone(),
                             attempt: AttemptId::new(&attempt),
                         };
-                        if let Some(record) = from_json(key, &json) {
+                        if let Some(record) = StatusRecord::from_stored_json(key, &json) {
                             let slot = merged.entry(record.key.attempt.clone());
                             let record = Arc::new(record);
                             match slot {
@@ -337,11 +297,11 @@ mod tests {
         };
         let data = serde_json::from_str(r#"{"user_status":"away","timestamp_sent":1.50}"#).unwrap();
         let rec = StatusRecord::next(&key, None, StatusChange::Reported(data), 7);
-        let json = to_json(&rec);
+        let json = rec.to_stored_json();
         assert!(
             json.starts_with(r#"{"seq":1,"#),
             "the write script reads seq first: {json}"
         );
-        assert_eq!(from_json(key, &json), Some(rec));
+        assert_eq!(StatusRecord::from_stored_json(key, &json), Some(rec));
     }
 }

@@ -66,6 +66,7 @@ pub async fn spawn_cluster(n: usize) -> (Vec<TestApp>, Arc<MemoryHub>) {
             store: store.clone(),
             bridge,
             metrics: Default::default(),
+            records: None,
         };
         let s = settings(|s| s.server.instance_id = format!("node-{i}"));
         apps.push(spawn_on(s, backends).await);
@@ -303,6 +304,13 @@ pub fn init_logs() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
 
+/// A new empty directory under the system's temporary directory.
+pub fn fresh_dir(what: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("invigil-{what}-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    dir
+}
+
 /// The built binary.
 pub const BIN: &str = env!("CARGO_BIN_EXE_invigil");
 
@@ -333,11 +341,16 @@ impl Drop for Server {
 impl Server {
     /// `invigil serve --bind 127.0.0.1:0` with `env`; waits for its address in the log.
     pub fn start(env: &[(&str, &str)]) -> Server {
+        Self::start_in(&fresh_dir("server"), env)
+    }
+
+    /// The same, with `dir` as the working directory (where the default records live).
+    pub fn start_in(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--bind", "127.0.0.1:0"])
             .env_remove("INVIGIL_JWT_SECRET")
             .env("RUST_LOG", "info,invigil=debug")
-            .current_dir(std::env::temp_dir())
+            .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {

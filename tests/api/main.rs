@@ -9,5 +9,6 @@ mod http;
 mod limits;
 mod liveness;
 mod process;
+mod records;
 mod redis_cluster;
 mod routing;

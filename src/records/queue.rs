@@ -1,0 +1,338 @@
+//! The persistence actor: a bounded queue of events in front of the database writer, the
+//! spool past its bound, retries with backoff, and the coalesced writes of latest statuses.
+//!
+//! # Status writes
+//!
+//! A status whose `user_status` or `connected` differs from the last one written for its
+//! attempt is written with the next batch; a progress-only status (question, answers, time)
+//! waits until `records.status_interval_ms` after the attempt's last write, and only the
+//! latest one waiting is written. So an attempt reporting every 5 s costs one write per
+//! interval, plus one per change that a proctor would act on.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::{
+    db::{DbError, DbUrl, DbWriter, WriteBatch},
+    spool::Spool,
+    RecordEvent,
+};
+use crate::{
+    config::RecordSettings,
+    metrics::Metrics,
+    protocol::{ids::AttemptKey, status::StatusRecord, UserStatus},
+};
+
+/// Longest wait between retries of a failed write.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A status waiting to be written.
+struct PendingStatus {
+    record: Arc<StatusRecord>,
+    due: Instant,
+}
+
+/// Where the batch being written came from.
+enum Source {
+    Queue(usize),
+    Spool { bytes: u64, lines: usize },
+}
+
+pub struct RecordQueue {
+    writer: Addr<DbWriter>,
+    settings: RecordSettings,
+    metrics: Arc<Metrics>,
+    queue: VecDeque<RecordEvent>,
+    spool: Spool,
+    /// Events go to the spool (not the queue) until the spool is empty again, so they keep
+    /// their order.
+    spooling: bool,
+    statuses: HashMap<AttemptKey, PendingStatus>,
+    /// What was last written per attempt: (`user_status`, `connected`, when).
+    written: HashMap<AttemptKey, (UserStatus, bool, Instant)>,
+    writing: bool,
+    backoff: Duration,
+    /// Waiting after a failure: no write until the backoff passes.
+    resting: bool,
+    flushes: Vec<oneshot::Sender<()>>,
+}
+
+impl RecordQueue {
+    fn status_interval(&self) -> Duration {
+        Duration::from_millis(self.settings.status_interval_ms)
+    }
+
+    fn add_status(&mut self, record: Arc<StatusRecord>, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let due = match self.written.get(&record.key) {
+            Some((status, connected, at))
+                if *status == record.user_status && *connected == record.connected =>
+            {
+                *at + self.status_interval()
+            }
+            _ => now,
+        };
+        match self.statuses.get_mut(&record.key) {
+            Some(p) if p.record.seq >= record.seq => {}
+            Some(p) => {
+                p.record = record;
+                p.due = p.due.min(due);
+            }
+            None => {
+                self.statuses
+                    .insert(record.key.clone(), PendingStatus { record, due });
+            }
+        }
+        if due <= now {
+            self.pump(ctx);
+        }
+    }
+
+    fn add_event(&mut self, event: RecordEvent, ctx: &mut Context<Self>) {
+        if !self.spooling && self.queue.len() < self.settings.queue_size {
+            self.queue.push_back(event);
+        } else {
+            if !self.spooling {
+                log::warn!(
+                    "record queue full ({} events): spooling to {}",
+                    self.queue.len(),
+                    self.settings.spool_path
+                );
+            }
+            self.spooling = true;
+            match self.spool.append(std::slice::from_ref(&event)) {
+                Ok(()) => self.metrics.records_spooled(1),
+                Err(e) => {
+                    // The disk refused too: keep the event in memory rather than lose it.
+                    log::error!(
+                        "spool {}: {e}; keeping the event in memory",
+                        self.settings.spool_path
+                    );
+                    self.queue.push_back(event);
+                }
+            }
+        }
+        self.metrics
+            .set_records_waiting(self.queue.len(), self.spool.waiting());
+        self.pump(ctx);
+    }
+
+    fn idle(&self) -> bool {
+        !self.writing && self.queue.is_empty() && self.spool.is_empty() && self.statuses.is_empty()
+    }
+
+    /// Start the next write if none is under way.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.writing || self.resting {
+            return;
+        }
+        let now = Instant::now();
+        let flushing = !self.flushes.is_empty();
+        let due: Vec<AttemptKey> = self
+            .statuses
+            .iter()
+            .filter(|(_, p)| flushing || p.due <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let statuses: Vec<Arc<StatusRecord>> = due
+            .iter()
+            .filter_map(|k| self.statuses.remove(k).map(|p| p.record))
+            .collect();
+        let batch = self.settings.batch_size;
+        let (events, source) = if !self.queue.is_empty() {
+            let n = self.queue.len().min(batch);
+            let events: Vec<RecordEvent> = self.queue.iter().take(n).cloned().collect();
+            (events, Source::Queue(n))
+        } else if !self.spool.is_empty() {
+            match self.spool.peek(batch) {
+                Ok((events, bytes, lines)) => (events, Source::Spool { bytes, lines }),
+                Err(e) => {
+                    log::error!("reading the spool {}: {e}", self.settings.spool_path);
+                    (Vec::new(), Source::Queue(0))
+                }
+            }
+        } else {
+            (Vec::new(), Source::Queue(0))
+        };
+        if events.is_empty() && statuses.is_empty() && matches!(source, Source::Queue(0)) {
+            if self.idle() {
+                for done in self.flushes.drain(..) {
+                    let _ = done.send(());
+                }
+            }
+            return;
+        }
+        self.writing = true;
+        let write = self.writer.send(WriteBatch {
+            events: Arc::new(events),
+            statuses: statuses.clone(),
+        });
+        ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
+            act.writing = false;
+            let result = result.unwrap_or_else(|e| Err(DbError(format!("writer gone: {e}"))));
+            act.written_back(result, source, statuses, ctx);
+        }));
+    }
+
+    fn written_back(
+        &mut self,
+        result: Result<(usize, Duration), DbError>,
+        source: Source,
+        statuses: Vec<Arc<StatusRecord>>,
+        ctx: &mut Context<Self>,
+    ) {
+        match result {
+            Ok((added, took)) => {
+                self.metrics.records_written(added, statuses.len(), took);
+                self.backoff = Duration::from_millis(100);
+                match source {
+                    Source::Queue(n) => {
+                        self.queue.drain(..n);
+                    }
+                    Source::Spool { bytes, lines } => {
+                        if let Err(e) = self.spool.commit(bytes, lines) {
+                            log::error!("spool {}: {e}", self.settings.spool_path);
+                        }
+                        if self.spool.is_empty() {
+                            log::info!("spool replayed: the record database has every event");
+                            self.spooling = false;
+                        }
+                    }
+                }
+                let now = Instant::now();
+                for s in statuses {
+                    self.written
+                        .insert(s.key.clone(), (s.user_status, s.connected, now));
+                }
+            }
+            Err(e) => {
+                self.metrics.record_write_failed();
+                log::warn!("{e}; retrying in {:?}", self.backoff);
+                // Put the statuses back unless newer ones arrived meanwhile.
+                let now = Instant::now();
+                for record in statuses {
+                    self.statuses
+                        .entry(record.key.clone())
+                        .or_insert(PendingStatus { record, due: now });
+                }
+                self.resting = true;
+                ctx.run_later(self.backoff, |act, ctx| {
+                    act.resting = false;
+                    act.pump(ctx);
+                });
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+        self.metrics
+            .set_records_waiting(self.queue.len(), self.spool.waiting());
+        self.pump(ctx);
+    }
+}
+
+impl Actor for RecordQueue {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Due progress-only statuses are written on this tick.
+        let tick =
+            (self.status_interval() / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        ctx.run_interval(tick, |act, ctx| act.pump(ctx));
+        if !self.spool.is_empty() {
+            log::warn!(
+                "replaying {} events spooled by a previous run from {}",
+                self.spool.waiting(),
+                self.settings.spool_path
+            );
+            self.spooling = true;
+        }
+        self.pump(ctx);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+enum Command {
+    Event(RecordEvent),
+    Status(Arc<StatusRecord>),
+    Flush(oneshot::Sender<()>),
+}
+
+impl Handler<Command> for RecordQueue {
+    type Result = ();
+
+    fn handle(&mut self, cmd: Command, ctx: &mut Self::Context) {
+        match cmd {
+            Command::Event(e) => self.add_event(e, ctx),
+            Command::Status(s) => self.add_status(s, ctx),
+            Command::Flush(done) => {
+                self.flushes.push(done);
+                self.pump(ctx);
+            }
+        }
+    }
+}
+
+/// The handle routing uses: every call returns at once.
+#[derive(Clone)]
+pub struct Recorder {
+    queue: Addr<RecordQueue>,
+}
+
+impl Recorder {
+    /// Open the database, apply the migrations, open the spool and start the actors. Must run
+    /// inside an actix system. A database that cannot be reached now is not an error: events
+    /// wait (and spool) until it can.
+    pub fn start(settings: &RecordSettings, metrics: Arc<Metrics>) -> anyhow::Result<Recorder> {
+        let url = DbUrl::parse(settings.url.expose())?;
+        match super::db::Db::connect(&url).and_then(|mut db| db.migrate()) {
+            Ok(applied) if !applied.is_empty() => {
+                log::info!("record database migrated: {}", applied.join(", "))
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("{e}; events will wait for it"),
+        }
+        let spool = Spool::open(Path::new(&settings.spool_path))
+            .map_err(|e| anyhow::anyhow!("records.spool_path {}: {e}", settings.spool_path))?;
+        let writer_url = url.clone();
+        let writer = SyncArbiter::start(1, move || DbWriter::new(writer_url.clone()));
+        let queue = RecordQueue {
+            writer,
+            settings: settings.clone(),
+            metrics,
+            queue: VecDeque::new(),
+            spool,
+            spooling: false,
+            statuses: HashMap::new(),
+            written: HashMap::new(),
+            writing: false,
+            backoff: Duration::from_millis(100),
+            resting: false,
+            flushes: Vec::new(),
+        }
+        .start();
+        Ok(Recorder { queue })
+    }
+
+    pub fn event(&self, event: RecordEvent) {
+        self.queue.do_send(Command::Event(event));
+    }
+
+    pub fn status(&self, status: Arc<StatusRecord>) {
+        self.queue.do_send(Command::Status(status));
+    }
+
+    /// Resolves when everything handed over so far is in the database (or spooled, if the
+    /// database stays away: the caller bounds the wait).
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        self.queue.do_send(Command::Flush(done));
+        let _ = flushed.await;
+    }
+}
