@@ -40,6 +40,17 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
 fi
 echo "PostgreSQL answers on 127.0.0.1:5432"
 
+# A DynamoDB-compatible endpoint on 127.0.0.1:5005 (moto's server, from PyPI) for the status
+# table tests; it keeps its tables in memory and stops with the machine.
+command -v moto_server >/dev/null 2>&1 || python3 -m pip install -q "moto[server]"
+dynamo_answers() { curl -s -o /dev/null "http://127.0.0.1:5005/" 2>/dev/null; }
+if ! dynamo_answers; then
+  nohup moto_server -H 127.0.0.1 -p 5005 >/tmp/invigil-moto.log 2>&1 &
+  for _ in $(seq 100); do dynamo_answers && break; sleep 0.2; done
+  dynamo_answers || { echo "moto_server did not start on 127.0.0.1:5005" >&2; exit 1; }
+fi
+echo "DynamoDB (moto) answers on 127.0.0.1:5005"
+
 say "format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings

@@ -33,11 +33,20 @@ pub enum Command {
     Token(TokenArgs),
     /// Apply the record database's migrations (serve also does at start-up).
     Migrate(MigrateArgs),
+    /// Manage the DynamoDB status table.
+    #[command(subcommand)]
+    Dynamodb(DynamoCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DynamoCommand {
+    /// Create the table of dynamodb.table (on-demand capacity) and wait until it is active.
+    CreateTable(MigrateArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct MigrateArgs {
-    /// Config file holding records.url (INVIGIL_RECORDS__URL wins).
+    /// Config file (environment variables win).
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -113,6 +122,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", token(&settings, &args)?);
             Ok(())
         }
+        Command::Dynamodb(DynamoCommand::CreateTable(args)) => {
+            let settings = settings(args.config.as_ref())?;
+            let table = &settings.dynamodb.table;
+            if table.is_empty() {
+                bail!("dynamodb.table is empty: set it in config.toml or INVIGIL_DYNAMODB__TABLE");
+            }
+            let client = crate::store::dynamodb::client(&settings.dynamodb).await;
+            crate::store::dynamodb::create_table(&client, table).await?;
+            println!("table {table} is active");
+            Ok(())
+        }
         Command::Migrate(args) => {
             let settings = settings(args.config.as_ref())?;
             if settings.records.url.is_empty() {
@@ -182,7 +202,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         settings.auth.jwt_secret.clone()
     };
-    let backends = Backends::from_settings(&settings)?;
+    let backends = Backends::from_settings(&settings).await?;
     if settings.redis.url.is_empty() {
         log::info!("single node: no Redis configured, state kept in memory");
     } else {

@@ -46,6 +46,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub redis: RedisSettings,
     pub records: RecordSettings,
+    pub dynamodb: DynamoSettings,
     pub log: LogSettings,
 }
 
@@ -157,6 +158,20 @@ pub struct RecordSettings {
     pub status_interval_ms: u64,
 }
 
+/// The latest statuses in DynamoDB (production).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoSettings {
+    /// Table name; empty keeps the durable statuses in the record database instead.
+    pub table: String,
+    pub region: String,
+    /// Endpoint URL for a DynamoDB-compatible service; empty uses AWS's for the region.
+    pub endpoint: String,
+    /// A progress-only status of an attempt is written at most this often; a change of
+    /// `user_status` or `connected` is written at once.
+    pub write_interval_ms: u64,
+}
+
 /// Logging.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,6 +221,12 @@ queue_size = 10000
 batch_size = 500
 spool_path = "invigil-data/spool.jsonl"
 status_interval_ms = 30000
+
+[dynamodb]
+table = ""
+region = "us-east-1"
+endpoint = ""
+write_interval_ms = 30000
 
 [log]
 level = "info"

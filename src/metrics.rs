@@ -102,6 +102,10 @@ pub struct Metrics {
     record_write_failures: AtomicU64,
     record_write_nanos: AtomicU64,
     record_writes: AtomicU64,
+    dynamo_items: AtomicU64,
+    dynamo_requests: AtomicU64,
+    dynamo_failures: AtomicU64,
+    dynamo_nanos: AtomicU64,
 }
 
 /// Kinds of cross-instance messages, for `invigil_bridge_received_total{kind}`.
@@ -223,6 +227,19 @@ impl Metrics {
         self.record_write_failures.fetch_add(1, Relaxed);
     }
 
+    /// A BatchWriteItem request wrote `items` statuses to DynamoDB.
+    pub fn dynamo_written(&self, items: usize, took: Duration) {
+        self.dynamo_items.fetch_add(items as u64, Relaxed);
+        self.dynamo_requests.fetch_add(1, Relaxed);
+        self.dynamo_nanos
+            .fetch_add(took.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+    }
+
+    /// A DynamoDB request failed (it is retried).
+    pub fn dynamo_failed(&self) {
+        self.dynamo_failures.fetch_add(1, Relaxed);
+    }
+
     /// Statuses waiting to be written to the shared store.
     pub fn set_store_pending(&self, n: usize) {
         self.store_pending.store(n as i64, Relaxed);
@@ -309,6 +326,9 @@ impl Metrics {
         let _ = writeln!(out, "# HELP invigil_record_statuses_written_total Latest statuses written to the record database.\n# TYPE invigil_record_statuses_written_total counter\ninvigil_record_statuses_written_total {}", self.record_statuses_written.load(Relaxed));
         let _ = writeln!(out, "# HELP invigil_record_write_failures_total Failed record transactions (retried).\n# TYPE invigil_record_write_failures_total counter\ninvigil_record_write_failures_total {}", self.record_write_failures.load(Relaxed));
         let _ = writeln!(out, "# HELP invigil_record_write_seconds Time of record transactions.\n# TYPE invigil_record_write_seconds summary\ninvigil_record_write_seconds_sum {}\ninvigil_record_write_seconds_count {}", self.record_write_nanos.load(Relaxed) as f64 / 1e9, self.record_writes.load(Relaxed));
+        let _ = writeln!(out, "# HELP invigil_dynamodb_items_written_total Statuses written to DynamoDB (each one write unit).\n# TYPE invigil_dynamodb_items_written_total counter\ninvigil_dynamodb_items_written_total {}", self.dynamo_items.load(Relaxed));
+        let _ = writeln!(out, "# HELP invigil_dynamodb_write_failures_total Failed DynamoDB requests (retried).\n# TYPE invigil_dynamodb_write_failures_total counter\ninvigil_dynamodb_write_failures_total {}", self.dynamo_failures.load(Relaxed));
+        let _ = writeln!(out, "# HELP invigil_dynamodb_write_seconds Time of BatchWriteItem requests.\n# TYPE invigil_dynamodb_write_seconds summary\ninvigil_dynamodb_write_seconds_sum {}\ninvigil_dynamodb_write_seconds_count {}", self.dynamo_nanos.load(Relaxed) as f64 / 1e9, self.dynamo_requests.load(Relaxed));
         let _ = writeln!(out, "# HELP invigil_store_write_errors_total Failed writes to the shared store (retried).\n# TYPE invigil_store_write_errors_total counter\ninvigil_store_write_errors_total {}", self.store_write_errors.load(Relaxed));
         out
     }

@@ -33,7 +33,7 @@ use crate::{
     },
     registry::{Drain, SessionRegistry},
     session::SessionContext,
-    store::{DurableStore, MemoryStore, RedisStore, StatusStore},
+    store::{DurableStore, DynamoStore, MemoryStore, RedisStore, SqlStatuses, StatusStore},
 };
 
 /// The seams' implementations an application runs on, and the metrics they report to.
@@ -88,31 +88,47 @@ impl Backends {
         })
     }
 
-    /// Keep records in the database of `settings.url`, with a durable copy of the statuses.
+    /// Keep records in the database of `settings.url`.
     pub fn with_records(mut self, settings: &RecordSettings) -> anyhow::Result<Self> {
-        let records = Records::start(settings, self.metrics.clone())?;
-        self.store = Arc::new(DurableStore::new(
-            self.store,
-            records.recorder.clone(),
-            records.reader.clone(),
-        ));
-        self.records = Some(records);
+        self.records = Some(Records::start(settings, self.metrics.clone())?);
         Ok(self)
     }
 
-    /// What `settings` ask for: clustered with a Redis URL, else a single node; with records
-    /// unless `records.url` is empty.
-    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
-        let backends = if settings.redis.url.is_empty() {
+    /// Keep a durable copy of the latest statuses in `durable`.
+    pub fn with_durable_statuses(mut self, durable: Arc<dyn StatusStore>) -> Self {
+        self.store = Arc::new(DurableStore::new(self.store, durable));
+        self
+    }
+
+    /// What `settings` ask for: clustered with a Redis URL, else a single node; records unless
+    /// `records.url` is empty; the durable statuses in DynamoDB if a table is set, else in
+    /// the record database. Must run inside an actix system.
+    pub async fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        let mut backends = if settings.redis.url.is_empty() {
             Self::single_node()
         } else {
             Self::clustered(&settings.redis)?
         };
-        if settings.records.url.is_empty() {
-            Ok(backends)
-        } else {
-            backends.with_records(&settings.records)
+        if !settings.records.url.is_empty() {
+            backends = backends.with_records(&settings.records)?;
         }
+        let durable: Option<Arc<dyn StatusStore>> = if !settings.dynamodb.table.is_empty() {
+            let client = crate::store::dynamodb::client(&settings.dynamodb).await;
+            Some(Arc::new(DynamoStore::new(
+                client,
+                &settings.dynamodb,
+                backends.metrics.clone(),
+            )))
+        } else {
+            backends.records.as_ref().map(|r| {
+                Arc::new(SqlStatuses::new(r.recorder.clone(), r.reader.clone()))
+                    as Arc<dyn StatusStore>
+            })
+        };
+        Ok(match durable {
+            Some(durable) => backends.with_durable_statuses(durable),
+            None => backends,
+        })
     }
 }
 
@@ -137,7 +153,7 @@ impl Application {
         } else {
             InstanceId::new(&settings.server.instance_id)
         };
-        let metrics = backends.metrics;
+        let metrics = backends.metrics.clone();
         let registry = SessionRegistry::new(
             instance.clone(),
             backends.store.clone(),
@@ -152,7 +168,7 @@ impl Application {
             verifier: Verifier::new(secret, &settings.auth)?,
             api_key: ApiKey::new(&settings.auth.api_key),
             registry: registry.clone(),
-            store: backends.store,
+            store: backends.store.clone(),
             bridge: backends.bridge,
             sessions: Arc::new(SessionContext {
                 instance: instance.clone(),
@@ -187,6 +203,7 @@ impl Application {
             .ok_or_else(|| anyhow::anyhow!("bound to no address"))?;
         let server = server.run();
         let drainer = Drainer {
+            store: backends.store.clone(),
             recorder: backends.records.map(|r| r.recorder),
             draining,
             transports,
@@ -230,6 +247,7 @@ impl Application {
 /// Drains one server; see the module documentation.
 #[derive(Clone)]
 pub struct Drainer {
+    store: Arc<dyn StatusStore>,
     recorder: Option<Recorder>,
     draining: Arc<AtomicBool>,
     transports: Arc<AtomicUsize>,
@@ -269,16 +287,19 @@ impl Drainer {
         if left > 0 {
             log::warn!("drain timeout: {left} sockets still open; stopping anyway");
         }
-        // The records of the closed sockets go to the database (or the spool) before exit.
-        if let Some(recorder) = &self.recorder {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let wait = left.max(Duration::from_secs(1));
-            if actix_rt::time::timeout(wait, recorder.flush())
-                .await
-                .is_err()
-            {
-                log::warn!("drain: the record database did not take every event in time; the rest is in the spool or lost with the queue");
+        // The records and statuses of the closed sockets are written before exit.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let recorder = self.recorder.clone();
+        let flush = futures_util::future::join(self.store.flush(), async move {
+            if let Some(recorder) = recorder {
+                recorder.flush().await;
             }
+        });
+        if actix_rt::time::timeout(left.max(Duration::from_secs(1)), flush)
+            .await
+            .is_err()
+        {
+            log::warn!("drain: not every record was written in time; events past the queue wait in the spool");
         }
         self.server.stop(true).await;
         log::info!("drained; server stopped");

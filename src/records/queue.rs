@@ -1,16 +1,9 @@
 //! The persistence actor: a bounded queue of events in front of the database writer, the
-//! spool past its bound, retries with backoff, and the coalesced writes of latest statuses.
-//!
-//! # Status writes
-//!
-//! A status whose `user_status` or `connected` differs from the last one written for its
-//! attempt is written with the next batch; a progress-only status (question, answers, time)
-//! waits until `records.status_interval_ms` after the attempt's last write, and only the
-//! latest one waiting is written. So an attempt reporting every 5 s costs one write per
-//! interval, plus one per change that a proctor would act on.
+//! spool past its bound, retries with backoff, and the latest statuses, written by the policy
+//! of [`Coalescer`] (`records.status_interval_ms`).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     path::Path,
     sync::Arc,
     time::{Duration, Instant},
@@ -25,19 +18,12 @@ use super::{
     RecordEvent,
 };
 use crate::{
-    config::RecordSettings,
-    metrics::Metrics,
-    protocol::{ids::AttemptKey, status::StatusRecord, UserStatus},
+    config::RecordSettings, metrics::Metrics, protocol::status::StatusRecord,
+    store::coalesce::Coalescer,
 };
 
 /// Longest wait between retries of a failed write.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// A status waiting to be written.
-struct PendingStatus {
-    record: Arc<StatusRecord>,
-    due: Instant,
-}
 
 /// Where the batch being written came from.
 enum Source {
@@ -54,9 +40,7 @@ pub struct RecordQueue {
     /// Events go to the spool (not the queue) until the spool is empty again, so they keep
     /// their order.
     spooling: bool,
-    statuses: HashMap<AttemptKey, PendingStatus>,
-    /// What was last written per attempt: (`user_status`, `connected`, when).
-    written: HashMap<AttemptKey, (UserStatus, bool, Instant)>,
+    statuses: Coalescer,
     writing: bool,
     backoff: Duration,
     /// Waiting after a failure: no write until the backoff passes.
@@ -65,32 +49,8 @@ pub struct RecordQueue {
 }
 
 impl RecordQueue {
-    fn status_interval(&self) -> Duration {
-        Duration::from_millis(self.settings.status_interval_ms)
-    }
-
     fn add_status(&mut self, record: Arc<StatusRecord>, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        let due = match self.written.get(&record.key) {
-            Some((status, connected, at))
-                if *status == record.user_status && *connected == record.connected =>
-            {
-                *at + self.status_interval()
-            }
-            _ => now,
-        };
-        match self.statuses.get_mut(&record.key) {
-            Some(p) if p.record.seq >= record.seq => {}
-            Some(p) => {
-                p.record = record;
-                p.due = p.due.min(due);
-            }
-            None => {
-                self.statuses
-                    .insert(record.key.clone(), PendingStatus { record, due });
-            }
-        }
-        if due <= now {
+        if self.statuses.offer(record, Instant::now()) {
             self.pump(ctx);
         }
     }
@@ -133,19 +93,9 @@ impl RecordQueue {
         if self.writing || self.resting {
             return;
         }
-        let now = Instant::now();
         let flushing = !self.flushes.is_empty();
-        let due: Vec<AttemptKey> = self
-            .statuses
-            .iter()
-            .filter(|(_, p)| flushing || p.due <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let statuses: Vec<Arc<StatusRecord>> = due
-            .iter()
-            .filter_map(|k| self.statuses.remove(k).map(|p| p.record))
-            .collect();
         let batch = self.settings.batch_size;
+        let statuses = self.statuses.take_due(Instant::now(), flushing, batch);
         let (events, source) = if !self.queue.is_empty() {
             let n = self.queue.len().min(batch);
             let events: Vec<RecordEvent> = self.queue.iter().take(n).cloned().collect();
@@ -206,22 +156,12 @@ impl RecordQueue {
                         }
                     }
                 }
-                let now = Instant::now();
-                for s in statuses {
-                    self.written
-                        .insert(s.key.clone(), (s.user_status, s.connected, now));
-                }
+                self.statuses.written(&statuses, Instant::now());
             }
             Err(e) => {
                 self.metrics.record_write_failed();
                 log::warn!("{e}; retrying in {:?}", self.backoff);
-                // Put the statuses back unless newer ones arrived meanwhile.
-                let now = Instant::now();
-                for record in statuses {
-                    self.statuses
-                        .entry(record.key.clone())
-                        .or_insert(PendingStatus { record, due: now });
-                }
+                self.statuses.put_back(statuses, Instant::now());
                 self.resting = true;
                 ctx.run_later(self.backoff, |act, ctx| {
                     act.resting = false;
@@ -242,7 +182,7 @@ impl Actor for RecordQueue {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Due progress-only statuses are written on this tick.
         let tick =
-            (self.status_interval() / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+            (self.statuses.interval() / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         ctx.run_interval(tick, |act, ctx| act.pump(ctx));
         if !self.spool.is_empty() {
             log::warn!(
@@ -309,8 +249,7 @@ impl Recorder {
             queue: VecDeque::new(),
             spool,
             spooling: false,
-            statuses: HashMap::new(),
-            written: HashMap::new(),
+            statuses: Coalescer::new(Duration::from_millis(settings.status_interval_ms)),
             writing: false,
             backoff: Duration::from_millis(100),
             resting: false,

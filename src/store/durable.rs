@@ -1,7 +1,7 @@
-//! A status store with a durable copy: statuses are kept by the inner store (memory or Redis)
-//! and written behind, coalesced, to the record database; reads merge both, so a snapshot
-//! after a restart of the only node (or of the whole cluster) still lists every attempt with
-//! its last known status.
+//! A status store with a durable copy: statuses are kept by the fast store (memory or Redis)
+//! and written behind to a durable one (the record database, or DynamoDB); reads merge both,
+//! newest `seq` first, so a snapshot after a restart of the only node (or of the whole
+//! cluster) still lists every attempt with its last known status.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -20,19 +20,15 @@ use crate::{
     },
 };
 
+/// The fast store in front, the durable one behind.
 pub struct DurableStore {
-    inner: Arc<dyn StatusStore>,
-    recorder: Recorder,
-    reader: Addr<DbReader>,
+    fast: Arc<dyn StatusStore>,
+    durable: Arc<dyn StatusStore>,
 }
 
 impl DurableStore {
-    pub fn new(inner: Arc<dyn StatusStore>, recorder: Recorder, reader: Addr<DbReader>) -> Self {
-        DurableStore {
-            inner,
-            recorder,
-            reader,
-        }
+    pub fn new(fast: Arc<dyn StatusStore>, durable: Arc<dyn StatusStore>) -> Self {
+        DurableStore { fast, durable }
     }
 }
 
@@ -45,35 +41,29 @@ fn newer(a: Arc<StatusRecord>, b: Arc<StatusRecord>) -> Arc<StatusRecord> {
     }
 }
 
+/// A durable store that does not answer is logged and read as empty: the fast store still
+/// answers for what it holds.
+fn or_empty<T: Default>(result: Result<T, StoreError>, what: &str) -> T {
+    result.unwrap_or_else(|e| {
+        log::warn!("{what}: {e}");
+        T::default()
+    })
+}
+
 impl StatusStore for DurableStore {
     fn record(&self, record: Arc<StatusRecord>) {
-        self.inner.record(record.clone());
-        self.recorder.status(record);
+        self.fast.record(record.clone());
+        self.durable.record(record);
     }
 
     fn latest(
         &self,
         key: &AttemptKey,
     ) -> BoxFuture<'static, Result<Option<Arc<StatusRecord>>, StoreError>> {
-        let inner = self.inner.latest(key);
-        let owned = key.clone();
-        let durable = self
-            .reader
-            .send(Read(Box::new(move |db| db.status(&owned))));
-        let key = key.clone();
+        let (fast, durable) = (self.fast.latest(key), self.durable.latest(key));
         async move {
-            let kept = inner.await?;
-            let stored = match durable.await {
-                Ok(Ok(stored)) => stored.map(Arc::new),
-                Ok(Err(e)) => {
-                    log::warn!("reading {key} from the record database: {e}");
-                    None
-                }
-                Err(e) => {
-                    log::warn!("record reader unavailable: {e}");
-                    None
-                }
-            };
+            let kept = fast.await?;
+            let stored = or_empty(durable.await, "reading the durable status copy");
             Ok(match (kept, stored) {
                 (Some(a), Some(b)) => Some(newer(a, b)),
                 (a, b) => a.or(b),
@@ -86,26 +76,14 @@ impl StatusStore for DurableStore {
         &self,
         quiz: &QuizId,
     ) -> BoxFuture<'static, Result<Vec<Arc<StatusRecord>>, StoreError>> {
-        let inner = self.inner.quiz(quiz);
-        let owned = quiz.clone();
-        let durable = self
-            .reader
-            .send(Read(Box::new(move |db| db.statuses(&owned))));
-        let quiz = quiz.clone();
+        let (fast, durable) = (self.fast.quiz(quiz), self.durable.quiz(quiz));
         async move {
             let mut merged: BTreeMap<AttemptId, Arc<StatusRecord>> = BTreeMap::new();
-            match durable.await {
-                Ok(Ok(stored)) => {
-                    for r in stored {
-                        merged.insert(r.key.attempt.clone(), Arc::new(r));
-                    }
-                }
-                Ok(Err(e)) => log::warn!("reading quiz {quiz} from the record database: {e}"),
-                Err(e) => log::warn!("record reader unavailable: {e}"),
+            for r in or_empty(durable.await, "reading the durable status copy") {
+                merged.insert(r.key.attempt.clone(), r);
             }
-            for r in inner.await? {
-                let slot = merged.remove(&r.key.attempt);
-                let keep = match slot {
+            for r in fast.await? {
+                let keep = match merged.remove(&r.key.attempt) {
                     Some(stored) => newer(r, stored),
                     None => r,
                 };
@@ -114,5 +92,69 @@ impl StatusStore for DurableStore {
             Ok(merged.into_values().collect())
         }
         .boxed()
+    }
+
+    fn flush(&self) -> BoxFuture<'static, ()> {
+        let (fast, durable) = (self.fast.flush(), self.durable.flush());
+        async move {
+            fast.await;
+            durable.await;
+        }
+        .boxed()
+    }
+}
+
+/// The latest statuses in the record database (`attempts.status_json`).
+pub struct SqlStatuses {
+    recorder: Recorder,
+    reader: Addr<DbReader>,
+}
+
+impl SqlStatuses {
+    pub fn new(recorder: Recorder, reader: Addr<DbReader>) -> Self {
+        SqlStatuses { recorder, reader }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+impl StatusStore for SqlStatuses {
+    fn record(&self, record: Arc<StatusRecord>) {
+        self.recorder.status(record);
+    }
+
+    fn latest(
+        &self,
+        key: &AttemptKey,
+    ) -> BoxFuture<'static, Result<Option<Arc<StatusRecord>>, StoreError>> {
+        let key = key.clone();
+        let read = self.reader.send(Read(Box::new(move |db| db.status(&key))));
+        async move {
+            let found = read.await.map_err(unavailable)?.map_err(unavailable)?;
+            Ok(found.map(Arc::new))
+        }
+        .boxed()
+    }
+
+    fn quiz(
+        &self,
+        quiz: &QuizId,
+    ) -> BoxFuture<'static, Result<Vec<Arc<StatusRecord>>, StoreError>> {
+        let quiz = quiz.clone();
+        let read = self
+            .reader
+            .send(Read(Box::new(move |db| db.statuses(&quiz))));
+        async move {
+            let found = read.await.map_err(unavailable)?.map_err(unavailable)?;
+            Ok(found.into_iter().map(Arc::new).collect())
+        }
+        .boxed()
+    }
+
+    fn flush(&self) -> BoxFuture<'static, ()> {
+        let recorder = self.recorder.clone();
+        async move { recorder.flush().await }.boxed()
     }
 }

@@ -12,7 +12,9 @@
 //! [`memory::MemoryStore`] is the default and serves one node (or several servers in one
 //! process); [`redis::RedisStore`] serves a cluster; both pass the same conformance suite.
 
+pub mod coalesce;
 pub mod durable;
+pub mod dynamodb;
 pub mod memory;
 pub mod redis;
 
@@ -25,7 +27,8 @@ use crate::protocol::{
     status::StatusRecord,
 };
 
-pub use durable::DurableStore;
+pub use durable::{DurableStore, SqlStatuses};
+pub use dynamodb::DynamoStore;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
@@ -48,6 +51,12 @@ pub trait StatusStore: Send + Sync + 'static {
     /// The latest status of every attempt of a quiz, in attempt order.
     fn quiz(&self, quiz: &QuizId)
         -> BoxFuture<'static, Result<Vec<Arc<StatusRecord>>, StoreError>>;
+
+    /// Resolves when every record handed over so far is written (the drain waits on it,
+    /// bounded). Stores that write at once have nothing to wait for.
+    fn flush(&self) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// The suite every store passes, given a fresh empty store.

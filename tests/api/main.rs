@@ -4,6 +4,7 @@
 mod cluster;
 mod connect;
 mod drain;
+mod dynamodb;
 mod helpers;
 mod http;
 mod limits;

@@ -1,0 +1,114 @@
+//! The latest statuses in DynamoDB (a DynamoDB-compatible endpoint on 127.0.0.1:5005 that
+//! the test script starts): coalesced writes, and snapshots after a whole-cluster restart.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+const ENDPOINT: &str = "http://127.0.0.1:5005";
+
+fn env(table: &str, prefix: &str, id: &str) -> Vec<(String, String)> {
+    [
+        ("INVIGIL_JWT_SECRET", SECRET),
+        ("INVIGIL_API_KEY", API_KEY),
+        ("INVIGIL_REDIS__URL", "redis://127.0.0.1:6379"),
+        ("INVIGIL_REDIS__KEY_PREFIX", prefix),
+        ("INVIGIL_SERVER__INSTANCE_ID", id),
+        ("INVIGIL_DYNAMODB__TABLE", table),
+        ("INVIGIL_DYNAMODB__ENDPOINT", ENDPOINT),
+        ("INVIGIL_DYNAMODB__WRITE_INTERVAL_MS", "1000"),
+        ("INVIGIL_LIMITS__MESSAGES_PER_SECOND", "100"),
+        // The local endpoint takes any credentials; the server reads them from the standard
+        // AWS chain, here the environment.
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn start(env: &[(String, String)]) -> Server {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Server::start(&env)
+}
+
+#[actix_rt::test]
+async fn statuses_are_coalesced_into_dynamodb_and_survive_a_cluster_restart() {
+    let table = format!("invigil-test-{:08x}", rand::random::<u32>());
+    let first_prefix = format!("invigil-test-{:08x}", rand::random::<u32>());
+    // The operator's command creates the table.
+    let out = Command::new(BIN)
+        .args(["dynamodb", "create-table"])
+        .envs(env(&table, &first_prefix, "cli"))
+        .current_dir(fresh_dir("cli"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (mut a, mut b) = (
+        start(&env(&table, &first_prefix, "node-a")),
+        start(&env(&table, &first_prefix, "node-b")),
+    );
+    a.wait_ready(200, WAIT).await;
+    b.wait_ready(200, WAIT).await;
+    let (mut proctor, _) = a.watching("q1").await;
+    let mut student = b.student("q1", "a1", "s1").await;
+    // 3 s of one progress-only update every 100 ms, then one change that matters.
+    let started = Instant::now();
+    for i in 0..30u64 {
+        tokio::time::sleep_until((started + Duration::from_millis(100 * i)).into()).await;
+        let mut m = status("q1", "a1", "s1", "active", json!(i));
+        m["message"]["data"]["question_answered"] = json!(i);
+        student.send(m).await;
+        student.recv().await;
+    }
+    student
+        .send(status("q1", "a1", "s1", "away", json!("last")))
+        .await;
+    student.recv().await;
+    loop {
+        let v = proctor.recv_type("student_status").await;
+        if v["data"]["user_status"] == "away" {
+            break;
+        }
+    }
+    // 32 statuses (a connect, 30 progress, one away); about one write per second of
+    // progress plus one per change.
+    let writes = b.metric("invigil_dynamodb_items_written_total").await;
+    assert!(
+        (3.0..=8.0).contains(&writes),
+        "DynamoDB writes {writes} for 32 statuses"
+    );
+
+    // The whole cluster stops (drained: the last statuses are written before exit) ...
+    for server in [&mut a, &mut b] {
+        assert!(Command::new("kill")
+            .args(["-TERM", &server.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        assert_eq!(server.child.wait().unwrap().code(), Some(0));
+    }
+    // ... and comes back on a Redis that holds nothing of it: the snapshot comes from DynamoDB.
+    let fresh_prefix = format!("invigil-test-{:08x}", rand::random::<u32>());
+    let c = start(&env(&table, &fresh_prefix, "node-c"));
+    c.wait_ready(200, WAIT).await;
+    let (_, snapshot) = c.watching("q1").await;
+    let a1 = &snapshot["students"][0];
+    assert_eq!(a1["quiz_attempt_id"], "a1", "{snapshot}");
+    assert_eq!(a1["user_status"], "offline");
+    assert_eq!(a1["reason"], "disconnected");
+    assert_eq!(a1["away_count"], 1);
+    assert_eq!(a1["question_answered"], 3);
+    assert_eq!(a1["seq"], 33);
+}
