@@ -94,6 +94,12 @@ pub enum AuthError {
     Expired,
     #[error("token signature does not verify")]
     BadSignature,
+    #[error("token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("token is for another audience (aud)")]
+    WrongAudience,
+    #[error("token is from another issuer (iss)")]
+    WrongIssuer,
     #[error("malformed token: {0}")]
     Malformed(String),
 }
@@ -103,39 +109,78 @@ pub enum AuthError {
 #[error("the JWT secret is empty")]
 pub struct EmptySecret;
 
-/// Verifies tokens with the shared secret.
+/// Verifies tokens with the shared secret (and, during a rotation, the previous one).
 #[derive(Clone)]
 pub struct Verifier {
     key: DecodingKey,
+    /// The secret before a rotation, and until when it is accepted (seconds; 0 = always).
+    previous: Option<(DecodingKey, u64)>,
     validation: Validation,
 }
 
 impl Verifier {
-    /// A verifier for `secret`, which must not be empty.
+    /// A verifier for `secret`, which must not be empty, with the checks of `settings`:
+    /// `exp` required, `nbf` when present, `aud` and `iss` when configured.
     pub fn new(secret: &Secret, settings: &AuthSettings) -> Result<Self, EmptySecret> {
         let key = DecodingKey::from_secret(secret.expose().as_bytes()).map_err(|_| EmptySecret)?;
+        let previous = if settings.previous_jwt_secret.is_empty() {
+            None
+        } else {
+            let old = DecodingKey::from_secret(settings.previous_jwt_secret.expose().as_bytes())
+                .map_err(|_| EmptySecret)?;
+            Some((old, settings.previous_jwt_secret_until))
+        };
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = settings.leeway_secs;
-        validation.validate_aud = false;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp"]);
-        Ok(Verifier { key, validation })
+        if settings.audience.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&[&settings.audience]);
+        }
+        if !settings.issuer.is_empty() {
+            validation.set_issuer(&[&settings.issuer]);
+        }
+        Ok(Verifier {
+            key,
+            previous,
+            validation,
+        })
     }
 
     /// Verify a token and turn its claims into what they grant.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::Json(err) => AuthError::Malformed(format!("claims: {err}")),
-                ErrorKind::MissingRequiredClaim(c) => {
-                    AuthError::Malformed(format!("missing claim {c}"))
+        let decoded = match self.decode(token, &self.key) {
+            Err(AuthError::BadSignature) => match &self.previous {
+                Some((old, until)) if *until == 0 || crate::now_ms() / 1000 < *until => {
+                    self.decode(token, old)
                 }
-                other => AuthError::Malformed(format!("{other:?}")),
+                _ => Err(AuthError::BadSignature),
             },
-        )?;
-        identity(data.claims)
+            other => other,
+        };
+        identity(decoded?)
+    }
+
+    fn decode(&self, token: &str, key: &DecodingKey) -> Result<Claims, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                    ErrorKind::InvalidSignature => AuthError::BadSignature,
+                    ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                    ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                    ErrorKind::Json(err) => AuthError::Malformed(format!("claims: {err}")),
+                    ErrorKind::MissingRequiredClaim(c) => {
+                        AuthError::Malformed(format!("missing claim {c}"))
+                    }
+                    other => AuthError::Malformed(format!("{other:?}")),
+                }
+            })?;
+        Ok(data.claims)
     }
 }
 
@@ -254,6 +299,70 @@ mod tests {
             verifier("k").verify(&no_attempt),
             Err(AuthError::Malformed(_))
         ));
+    }
+
+    fn sign(payload: serde_json::Value, secret: &[u8]) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &payload,
+            &EncodingKey::from_secret(secret).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn nbf_aud_and_iss_are_checked() {
+        let now = crate::now_ms() / 1000;
+        let base =
+            serde_json::json!({"sub": "p", "role": "proctor", "exp": now + 600, "quizzes": ["q1"]});
+        let mut settings = Settings::defaults().auth;
+        settings.audience = "invigil".into();
+        settings.issuer = "lms.example.edu".into();
+        let v = Verifier::new(&Secret::new("k"), &settings).unwrap();
+        let with = |extra: serde_json::Value| {
+            let mut p = base.clone();
+            p.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            sign(p, b"k")
+        };
+        let good = serde_json::json!({"aud": "invigil", "iss": "lms.example.edu"});
+        assert!(v.verify(&with(good)).is_ok());
+        let early =
+            serde_json::json!({"aud": "invigil", "iss": "lms.example.edu", "nbf": now + 300});
+        assert_eq!(v.verify(&with(early)).unwrap_err(), AuthError::NotYetValid);
+        let aud = serde_json::json!({"aud": "other", "iss": "lms.example.edu"});
+        assert_eq!(v.verify(&with(aud)).unwrap_err(), AuthError::WrongAudience);
+        let iss = serde_json::json!({"aud": "invigil", "iss": "elsewhere"});
+        assert_eq!(v.verify(&with(iss)).unwrap_err(), AuthError::WrongIssuer);
+    }
+
+    #[test]
+    fn the_previous_secret_works_until_its_deadline() {
+        let now = crate::now_ms() / 1000;
+        let token = sign(
+            serde_json::json!({"sub": "p", "role": "proctor", "exp": now + 600, "quizzes": ["q1"]}),
+            b"old",
+        );
+        let mut settings = Settings::defaults().auth;
+        settings.previous_jwt_secret = Secret::new("old");
+        settings.previous_jwt_secret_until = now + 60;
+        assert!(Verifier::new(&Secret::new("new"), &settings)
+            .unwrap()
+            .verify(&token)
+            .is_ok());
+        settings.previous_jwt_secret_until = now - 1;
+        assert_eq!(
+            Verifier::new(&Secret::new("new"), &settings)
+                .unwrap()
+                .verify(&token)
+                .unwrap_err(),
+            AuthError::BadSignature
+        );
+        assert_eq!(
+            verifier("new").verify(&token).unwrap_err(),
+            AuthError::BadSignature
+        );
     }
 
     #[test]

@@ -214,8 +214,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let app = Application::build(&settings, &secret, backends)
         .await
         .with_context(|| format!("binding {}", settings.server.bind))?;
+    let scheme = if settings.server.tls_cert_file.is_empty() {
+        "http"
+    } else {
+        "https"
+    };
     log::info!(
-        "invigil {} listening on http://{} as instance {}",
+        "invigil {} listening on {scheme}://{} as instance {}",
         env!("CARGO_PKG_VERSION"),
         app.addr(),
         app.instance()

@@ -65,6 +65,16 @@ pub struct ServerSettings {
     pub drain_delay_ms: u64,
     /// How long a drain waits for sockets to close before the process exits.
     pub drain_timeout_ms: u64,
+    /// PEM certificate chain and private key for TLS when the server faces clients directly
+    /// (both empty: plain HTTP behind a TLS-terminating load balancer).
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// Browser origins (`https://lms.example.edu`) allowed to open sockets and call the API;
+    /// empty allows any. Requests without an `Origin` header (not from a browser) pass.
+    pub allowed_origins: Vec<String>,
+    /// Addresses of the load balancers whose `X-Forwarded-For` is believed (IPs or CIDR
+    /// ranges); empty believes none and uses the peer address.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Who may connect and call the API.
@@ -75,8 +85,16 @@ pub struct AuthSettings {
     pub jwt_secret: Secret,
     /// Key for the LMS backend on the HTTP API; empty disables API-key access.
     pub api_key: Secret,
-    /// Seconds of clock skew tolerated on `exp`.
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
     pub leeway_secs: u64,
+    /// When set, tokens must carry this `aud`.
+    pub audience: String,
+    /// When set, tokens must carry this `iss`.
+    pub issuer: String,
+    /// The secret before a rotation, still accepted until `previous_jwt_secret_until`.
+    pub previous_jwt_secret: Secret,
+    /// Seconds since the epoch after which the previous secret is refused; 0 = while set.
+    pub previous_jwt_secret_until: u64,
 }
 
 /// Server pings and the silence after which a client counts as gone.
@@ -116,6 +134,13 @@ pub struct LimitSettings {
     /// Frames waiting for a slow socket before it is closed (1013); statuses of the same
     /// attempt replace each other while waiting, so this counts distinct frames.
     pub outbox_frames: usize,
+    /// Sockets one instance holds at most; past it upgrades get 503 (0 = no limit).
+    pub max_connections: usize,
+    /// Sockets from one client address at most; past it upgrades get 429 (0 = no limit).
+    pub max_connections_per_ip: usize,
+    /// WebSocket handshakes per second an instance accepts (sustained and burst); past it
+    /// upgrades get 429 (0 = no limit).
+    pub handshakes_per_second: f64,
 }
 
 /// The Redis bridge for running several instances as one.
@@ -188,11 +213,19 @@ instance_id = ""
 workers = 0
 drain_delay_ms = 0
 drain_timeout_ms = 10000
+tls_cert_file = ""
+tls_key_file = ""
+allowed_origins = []
+trusted_proxies = []
 
 [auth]
 jwt_secret = ""
 api_key = ""
 leeway_secs = 30
+audience = ""
+issuer = ""
+previous_jwt_secret = ""
+previous_jwt_secret_until = 0
 
 [heartbeat]
 interval_ms = 15000
@@ -205,6 +238,9 @@ message_burst = 20.0
 max_strikes = 10
 max_subscriptions = 100
 outbox_frames = 4096
+max_connections = 19000
+max_connections_per_ip = 0
+handshakes_per_second = 2000.0
 
 [redis]
 url = ""
@@ -352,6 +388,16 @@ impl Settings {
             !self.redis.key_prefix.is_empty(),
             "redis.key_prefix must not be empty",
         )?;
+        rule(
+            self.server.tls_cert_file.is_empty() == self.server.tls_key_file.is_empty(),
+            "server.tls_cert_file and server.tls_key_file go together",
+        )?;
+        for cidr in &self.server.trusted_proxies {
+            rule(
+                crate::http::client_ip::Cidr::parse(cidr).is_some(),
+                &format!("server.trusted_proxies: {cidr:?} is not an IP address or CIDR range"),
+            )?;
+        }
         rule(
             self.server.instance_id.len() <= 64,
             "server.instance_id must be at most 64 characters",

@@ -37,6 +37,9 @@ pub const OUT_TYPES: [&str; 8] = [
 /// Close codes the server sends, for `invigil_closes_total{code}`.
 pub const CLOSE_CODES: [u16; 7] = [1000, 1002, 1009, 1012, 1013, 4008, 4009];
 
+/// Why an upgrade was refused, for `invigil_handshakes_refused_total{reason}`.
+pub const REFUSALS: [&str; 6] = ["auth", "draining", "capacity", "per_ip", "rate", "origin"];
+
 /// Upper bounds (seconds) of the routing latency histogram.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -80,7 +83,7 @@ impl Histogram {
 pub struct Metrics {
     connections: [AtomicI64; 2],
     connections_opened: [AtomicU64; 2],
-    handshakes_refused: AtomicU64,
+    handshakes_refused: [AtomicU64; REFUSALS.len()],
     messages_in: [AtomicU64; IN_TYPES.len()],
     messages_out: [AtomicU64; OUT_TYPES.len()],
     errors: [AtomicU64; ErrorCode::ALL.len()],
@@ -139,8 +142,8 @@ impl Metrics {
         self.connections.iter().map(|c| c.load(Relaxed)).sum()
     }
 
-    pub fn handshake_refused(&self) {
-        self.handshakes_refused.fetch_add(1, Relaxed);
+    pub fn handshake_refused(&self, reason: &str) {
+        bump(&self.handshakes_refused, &REFUSALS, reason);
     }
 
     pub fn message_in(&self, kind: &str) {
@@ -268,7 +271,14 @@ impl Metrics {
                 role.as_str()
             );
         }
-        let _ = writeln!(out, "# HELP invigil_handshakes_refused_total Upgrades refused (bad token, draining).\n# TYPE invigil_handshakes_refused_total counter\ninvigil_handshakes_refused_total {}", self.handshakes_refused.load(Relaxed));
+        out.push_str("# HELP invigil_handshakes_refused_total Upgrades refused, by reason.\n# TYPE invigil_handshakes_refused_total counter\n");
+        for (reason, c) in REFUSALS.iter().zip(&self.handshakes_refused) {
+            let _ = writeln!(
+                out,
+                "invigil_handshakes_refused_total{{reason=\"{reason}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
         out.push_str("# HELP invigil_messages_in_total Client messages received, by type.\n# TYPE invigil_messages_in_total counter\n");
         for (name, c) in IN_TYPES.iter().zip(&self.messages_in) {
             let _ = writeln!(

@@ -24,7 +24,7 @@ use crate::{
     auth::{ApiKey, Verifier},
     bridge::{redis::RedisBridge, Bridge, MemoryBridge},
     config::{RecordSettings, RedisSettings, Secret, Settings},
-    http::{self, AppState},
+    http::{self, AppState, Gate},
     metrics::Metrics,
     protocol::ids::InstanceId,
     records::{
@@ -132,6 +132,29 @@ impl Backends {
     }
 }
 
+/// The TLS configuration of `server.tls_cert_file` and `server.tls_key_file`, if set.
+fn tls_config(
+    server: &crate::config::ServerSettings,
+) -> anyhow::Result<Option<rustls::ServerConfig>> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    if server.tls_cert_file.is_empty() {
+        return Ok(None);
+    }
+    let certs = CertificateDer::pem_file_iter(&server.tls_cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("server.tls_cert_file {}: {e}", server.tls_cert_file))?;
+    let key = PrivateKeyDer::from_pem_file(&server.tls_key_file)
+        .map_err(|e| anyhow::anyhow!("server.tls_key_file {}: {e}", server.tls_key_file))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| anyhow::anyhow!("TLS certificate and key: {e}"))?;
+    Ok(Some(config))
+}
+
 /// A bound, running server.
 pub struct Application {
     addr: SocketAddr,
@@ -180,6 +203,7 @@ impl Application {
             draining: draining.clone(),
             transports: transports.clone(),
             records: backends.records.as_ref().map(|r| r.reader.clone()),
+            gate: Gate::new(&settings.server, &settings.limits),
         });
         let drain_timeout = Duration::from_millis(settings.server.drain_timeout_ms);
         let drain_delay = Duration::from_millis(settings.server.drain_delay_ms);
@@ -195,7 +219,10 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        let server = server.bind(settings.server.bind)?;
+        let server = match tls_config(&settings.server)? {
+            Some(tls) => server.bind_rustls_0_23(settings.server.bind, tls)?,
+            None => server.bind(settings.server.bind)?,
+        };
         let addr = server
             .addrs()
             .first()

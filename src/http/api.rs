@@ -24,6 +24,7 @@ pub(super) fn authorize(
     state: &AppState,
     quiz: &QuizId,
 ) -> Result<Caller, ApiError> {
+    state.gate.check_origin(req)?;
     let presented = credential(req).ok_or(AuthError::Missing)?;
     if state.api_key.matches(&presented) {
         return Ok(Caller::Lms);

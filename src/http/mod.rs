@@ -3,6 +3,7 @@
 
 mod api;
 mod assets;
+pub mod client_ip;
 mod ops;
 mod records;
 mod ws;
@@ -41,6 +42,73 @@ pub struct AppState {
     pub transports: Arc<AtomicUsize>,
     /// The record database's reader, when records are kept.
     pub records: Option<Addr<DbReader>>,
+    /// Who may connect, how many, how fast.
+    pub gate: Gate,
+}
+
+/// The limits checked before an upgrade, and the browser origins allowed.
+pub struct Gate {
+    pub allowed_origins: Vec<String>,
+    pub trusted_proxies: Vec<client_ip::Cidr>,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Handshakes per second, when limited.
+    pub handshakes: Option<std::sync::Mutex<crate::session::RateLimiter>>,
+    pub per_ip: Arc<client_ip::IpCounts>,
+}
+
+impl Gate {
+    pub fn new(
+        server: &crate::config::ServerSettings,
+        limits: &crate::config::LimitSettings,
+    ) -> Self {
+        Gate {
+            allowed_origins: server.allowed_origins.clone(),
+            trusted_proxies: server
+                .trusted_proxies
+                .iter()
+                .filter_map(|c| client_ip::Cidr::parse(c))
+                .collect(),
+            max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
+            handshakes: (limits.handshakes_per_second > 0.0).then(|| {
+                std::sync::Mutex::new(crate::session::RateLimiter::new(
+                    limits.handshakes_per_second,
+                    limits.handshakes_per_second.max(1.0),
+                ))
+            }),
+            per_ip: Arc::default(),
+        }
+    }
+
+    /// A browser request from an origin not on the list is refused.
+    pub fn check_origin(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        if self.allowed_origins.is_empty() {
+            return Ok(());
+        }
+        match req.headers().get(actix_web::http::header::ORIGIN) {
+            None => Ok(()),
+            Some(origin) => {
+                let origin = origin.to_str().unwrap_or("");
+                if self.allowed_origins.iter().any(|o| o == origin) {
+                    Ok(())
+                } else {
+                    Err(ApiError::Forbidden(format!(
+                        "origin {origin:?} is not allowed (server.allowed_origins)"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// One more handshake within the rate.
+    pub fn admit_handshake(&self) -> bool {
+        match &self.handshakes {
+            // A poisoned lock (a panic elsewhere) admits rather than refuse everyone.
+            Some(bucket) => bucket.lock().map(|mut b| b.allow()).unwrap_or(true),
+            None => true,
+        }
+    }
 }
 
 impl AppState {
@@ -94,6 +162,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    TooMany(String),
 }
 
 impl ApiError {
@@ -104,6 +174,7 @@ impl ApiError {
             ApiError::Invalid(_) => "invalid_message",
             ApiError::NotFound(_) => "not_found",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::TooMany(_) => "rate_limited",
         }
     }
 }
@@ -116,6 +187,7 @@ impl ResponseError for ApiError {
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 

@@ -16,7 +16,10 @@ use actix_web::{
     HttpRequest, HttpResponse,
 };
 
-use super::{credential, ApiError, AppState};
+use super::{
+    client_ip::{client_ip, IpSlot},
+    credential, ApiError, AppState,
+};
 use crate::{
     auth::{AuthError, Identity},
     session::{ProctorSession, StudentSession},
@@ -29,16 +32,48 @@ pub async fn upgrade(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let gate = &state.gate;
+    let refuse = |reason: &'static str, error: ApiError| {
+        state.metrics.handshake_refused(reason);
+        error
+    };
+    gate.check_origin(&req).map_err(|e| refuse("origin", e))?;
     if state.is_draining() {
-        state.metrics.handshake_refused();
-        return Err(ApiError::Unavailable(
-            "server draining: connect to another instance".into(),
+        return Err(refuse(
+            "draining",
+            ApiError::Unavailable("server draining: connect to another instance".into()),
+        ));
+    }
+    if !gate.admit_handshake() {
+        return Err(refuse(
+            "rate",
+            ApiError::TooMany("too many connections opening: retry shortly".into()),
+        ));
+    }
+    let open = state.metrics.open_connections().max(0) as usize;
+    if gate.max_connections > 0 && open >= gate.max_connections {
+        return Err(refuse(
+            "capacity",
+            ApiError::Unavailable("server full: connect to another instance".into()),
         ));
     }
     let identity = credential(&req)
         .ok_or(AuthError::Missing)
         .and_then(|token| state.verifier.verify(&token))
-        .inspect_err(|_| state.metrics.handshake_refused())?;
+        .map_err(|e| refuse("auth", e.into()))?;
+    let slot = match client_ip(&req, &gate.trusted_proxies) {
+        Some(ip) => Some(
+            gate.per_ip
+                .take(ip, gate.max_connections_per_ip)
+                .ok_or_else(|| {
+                    refuse(
+                        "per_ip",
+                        ApiError::TooMany(format!("too many connections from {ip}")),
+                    )
+                })?,
+        ),
+        None => None,
+    };
     // Read the attempt's last status before the upgrade, so the session starts with it and
     // routing never waits on the store.
     let prior = match &identity {
@@ -72,7 +107,7 @@ pub async fn upgrade(
             });
         }
     }
-    let guard = TransportGuard::new(state.transports.clone());
+    let guard = TransportGuard::new(state.transports.clone(), slot);
     Ok(response
         .map_body(|_, body| Tracked {
             inner: body,
@@ -83,12 +118,13 @@ pub async fn upgrade(
 
 /// Counts an upgraded connection as open until its response body, which carries every frame
 /// the server writes, is dropped: only then has the close frame left. The drain waits on it.
-struct TransportGuard(Arc<AtomicUsize>);
+/// It also holds the socket's place in its client address's count.
+struct TransportGuard(Arc<AtomicUsize>, #[allow(dead_code)] Option<IpSlot>);
 
 impl TransportGuard {
-    fn new(count: Arc<AtomicUsize>) -> Self {
+    fn new(count: Arc<AtomicUsize>, slot: Option<IpSlot>) -> Self {
         count.fetch_add(1, Ordering::SeqCst);
-        TransportGuard(count)
+        TransportGuard(count, slot)
     }
 }
 

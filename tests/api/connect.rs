@@ -57,7 +57,7 @@ async fn tokens_that_do_not_verify_get_401_before_the_upgrade() {
     );
     let (_, metrics) = get(&app.http("/metrics"), None).await;
     assert!(
-        metrics.contains("invigil_handshakes_refused_total 4"),
+        metrics.contains("invigil_handshakes_refused_total{reason=\"auth\"} 4"),
         "{metrics}"
     );
 }

@@ -152,12 +152,24 @@ impl TestApp {
 
     /// Try to open a socket; the HTTP status of a refused upgrade.
     pub async fn try_connect(&self, url_tail: &str, bearer: Option<&str>) -> Result<Client, u16> {
+        let auth = bearer.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        self.try_connect_with(url_tail, &headers).await
+    }
+
+    /// Try to open a socket with extra request headers.
+    pub async fn try_connect_with(
+        &self,
+        url_tail: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, u16> {
         let mut req = format!("ws://{}/ws{url_tail}", self.addr)
             .into_client_request()
             .unwrap();
-        if let Some(token) = bearer {
-            req.headers_mut()
-                .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+        for (name, value) in headers {
+            let name: tungstenite::http::HeaderName = name.parse().unwrap();
+            req.headers_mut().insert(name, value.parse().unwrap());
         }
         match tokio_tungstenite::connect_async(req).await {
             Ok((ws, _)) => Ok(Client { ws }),
@@ -381,7 +393,11 @@ impl Server {
             let line = log_rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("the server logs its address");
-            if let Some(rest) = line.split("listening on http://").nth(1) {
+            if let Some(rest) = line
+                .split("listening on http://")
+                .nth(1)
+                .or_else(|| line.split("listening on https://").nth(1))
+            {
                 break rest.split_whitespace().next().unwrap().to_string();
             }
         };
@@ -450,4 +466,23 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A private CA (`ca.crt`) and a certificate for 127.0.0.1 signed by it (`server.crt`,
+/// `server.key`), made with openssl in `dir`.
+pub fn make_certificate(dir: &std::path::Path) {
+    let script = r#"openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 1 -subj "/CN=invigil test CA" 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
+        printf "subjectAltName=IP:127.0.0.1\n" > san.ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 1 -extfile san.ext 2>/dev/null"#;
+    let out = Command::new("bash")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -174,3 +174,118 @@ async fn a_slow_proctor_is_closed_without_slowing_the_others() {
         }
     }
 }
+
+#[actix_rt::test]
+async fn an_instance_refuses_sockets_past_its_capacity_with_503() {
+    let app = spawn_app_with(|s| s.limits.max_connections = 2).await;
+    let _a = app.student("q1", "a1", "s1").await;
+    let _b = app.student("q1", "a2", "s2").await;
+    let token = format!("?token={}", student_token("q1", "a3", "s3"));
+    assert_eq!(app.try_connect(&token, None).await.err(), Some(503));
+    let (_, metrics) = get(&app.http("/metrics"), None).await;
+    assert!(
+        metrics.contains("invigil_handshakes_refused_total{reason=\"capacity\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[actix_rt::test]
+async fn one_address_may_hold_only_so_many_sockets() {
+    let app = spawn_app_with(|s| s.limits.max_connections_per_ip = 2).await;
+    let a = app.student("q1", "a1", "s1").await;
+    let _b = app.student("q1", "a2", "s2").await;
+    let token = format!("?token={}", student_token("q1", "a3", "s3"));
+    assert_eq!(app.try_connect(&token, None).await.err(), Some(429));
+    // A socket that closes gives its place back.
+    a.close().await;
+    let deadline = Instant::now() + WAIT;
+    while app.try_connect(&token, None).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the closed socket's place is given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_counts() {
+    let app = spawn_app_with(|s| {
+        s.limits.max_connections_per_ip = 1;
+        s.server.trusted_proxies = vec!["127.0.0.0/8".into()];
+    })
+    .await;
+    let token = |a: &str| format!("?token={}", student_token("q1", a, "s1"));
+    let from = |ip: &'static str| [("X-Forwarded-For", ip)];
+    let _one = app
+        .try_connect_with(&token("a1"), &from("203.0.113.7"))
+        .await
+        .unwrap();
+    let _two = app
+        .try_connect_with(&token("a2"), &from("198.51.100.9"))
+        .await
+        .unwrap();
+    assert_eq!(
+        app.try_connect_with(&token("a3"), &from("203.0.113.7"))
+            .await
+            .err(),
+        Some(429)
+    );
+}
+
+#[actix_rt::test]
+async fn a_storm_of_handshakes_is_refused_with_429() {
+    let app = spawn_app_with(|s| s.limits.handshakes_per_second = 3.0).await;
+    let mut refused = 0;
+    let mut open = Vec::new();
+    for i in 0..6 {
+        match app
+            .try_connect(
+                &format!("?token={}", student_token("q1", &format!("a{i}"), "s")),
+                None,
+            )
+            .await
+        {
+            Ok(c) => open.push(c),
+            Err(code) => {
+                assert_eq!(code, 429);
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        (2..=3).contains(&refused),
+        "refused {refused} of 6 at 3 per second"
+    );
+    let (_, metrics) = get(&app.http("/metrics"), None).await;
+    assert!(metrics.contains(&format!(
+        "invigil_handshakes_refused_total{{reason=\"rate\"}} {refused}"
+    )));
+}
+
+#[actix_rt::test]
+async fn only_allowed_browser_origins_may_connect_or_call_the_api() {
+    let app =
+        spawn_app_with(|s| s.server.allowed_origins = vec!["https://lms.example.edu".into()]).await;
+    let token = format!("?token={}", proctor_token(&["q1"]));
+    assert_eq!(
+        app.try_connect_with(&token, &[("Origin", "https://evil.example")])
+            .await
+            .err(),
+        Some(403)
+    );
+    assert!(app
+        .try_connect_with(&token, &[("Origin", "https://lms.example.edu")])
+        .await
+        .is_ok());
+    // Not a browser: no Origin header.
+    assert!(app.try_connect(&token, None).await.is_ok());
+    let resp = awc::Client::default()
+        .get(app.http("/api/v1/quizzes/q1/students"))
+        .insert_header(("Authorization", format!("Bearer {API_KEY}")))
+        .insert_header(("Origin", "https://evil.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+}

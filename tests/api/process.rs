@@ -113,3 +113,60 @@ fn bad_config_is_refused_with_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no secret configured"));
 }
+
+#[actix_rt::test]
+async fn a_standalone_server_speaks_tls() {
+    let dir = fresh_dir("tls");
+    make_certificate(&dir);
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let server = Server::start_in(
+        &dir,
+        &[
+            ("INVIGIL_JWT_SECRET", SECRET),
+            ("INVIGIL_SERVER__TLS_CERT_FILE", cert.to_str().unwrap()),
+            ("INVIGIL_SERVER__TLS_KEY_FILE", key.to_str().unwrap()),
+        ],
+    );
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "-i", "--max-time", "5", "--cacert"])
+            .arg(dir.join("ca.crt"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let health = curl(&["--http1.1", &format!("https://{}/healthz", server.addr)]);
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // The WebSocket upgrade over TLS (wss://) answers 101.
+    let token = proctor_token(&["q1"]);
+    let upgrade = curl(&[
+        "--http1.1",
+        "-H",
+        "Connection: Upgrade",
+        "-H",
+        "Upgrade: websocket",
+        "-H",
+        "Sec-WebSocket-Version: 13",
+        "-H",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        &format!("https://{}/ws?token={token}", server.addr),
+    ]);
+    assert!(upgrade.starts_with("HTTP/1.1 101"), "{upgrade}");
+    // Plain HTTP is not served on the TLS port.
+    let plain = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .arg(format!("http://{}/healthz", server.addr))
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
+    let _ = std::fs::remove_dir_all(dir);
+}

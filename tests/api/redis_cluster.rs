@@ -366,32 +366,12 @@ async fn a_redis_restart_pauses_cross_instance_traffic_and_it_resumes_within_5_s
     redis.kill();
 }
 
-/// Run a shell command; panics with its output if it fails.
-fn sh(script: &str, dir: &std::path::Path) {
-    let out = Command::new("bash")
-        .args(["-ec", script])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[actix_rt::test]
 async fn a_tls_redis_with_a_password_works() {
     let dir = std::env::temp_dir().join(format!("invigil-tls-{:08x}", rand::random::<u32>()));
     std::fs::create_dir_all(&dir).unwrap();
     // A private CA and a certificate for 127.0.0.1 signed by it.
-    sh(
-        r#"openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 1 -subj "/CN=invigil test CA" 2>/dev/null
-        openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
-        printf "subjectAltName=IP:127.0.0.1\n" > san.ext
-        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 1 -extfile san.ext 2>/dev/null"#,
-        &dir,
-    );
+    make_certificate(&dir);
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
