@@ -65,6 +65,10 @@ pub struct ServerSettings {
     pub drain_delay_ms: u64,
     /// How long a drain waits for sockets to close before the process exits.
     pub drain_timeout_ms: u64,
+    /// In a cluster, how long a drained instance keeps its students' claims after closing
+    /// their sockets, so those who reconnect elsewhere meanwhile are never shown offline;
+    /// the others are reported offline (`instance_lost`) after it.
+    pub drain_handover_ms: u64,
     /// PEM certificate chain and private key for TLS when the server faces clients directly
     /// (both empty: plain HTTP behind a TLS-terminating load balancer).
     pub tls_cert_file: String,
@@ -213,6 +217,7 @@ instance_id = ""
 workers = 0
 drain_delay_ms = 0
 drain_timeout_ms = 10000
+drain_handover_ms = 5000
 tls_cert_file = ""
 tls_key_file = ""
 allowed_origins = []

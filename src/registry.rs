@@ -67,6 +67,8 @@ pub struct SessionRegistry {
     metrics: Arc<Metrics>,
     /// Where the event log goes, if records are kept.
     records: Option<(Recorder, Arc<EventIds>)>,
+    /// Draining with hand-over: closed sockets are left to the cluster (see [`Drain`]).
+    handing_over: bool,
 }
 
 impl SessionRegistry {
@@ -79,6 +81,7 @@ impl SessionRegistry {
     ) -> Self {
         SessionRegistry {
             records: recorder.map(|r| (r, EventIds::new(&instance))),
+            handing_over: false,
             instance,
             attempts: HashMap::new(),
             proctor_sockets: HashMap::new(),
@@ -324,6 +327,11 @@ impl Handler<Disconnect> for SessionRegistry {
             return;
         }
         self.drop_socket(&msg.key);
+        if self.handing_over {
+            // The client reconnects elsewhere; if it does not, a survivor reports it once
+            // this instance has left.
+            return;
+        }
         self.bridge.release(&msg.key);
         self.update(&msg.key, StatusChange::Offline(msg.reason), None);
     }
@@ -495,7 +503,9 @@ impl Handler<BroadcastToQuiz> for SessionRegistry {
 }
 
 /// The server drains: every socket is closed with 1012 so its client reconnects elsewhere.
-/// Answers how many sockets were told.
+/// In a cluster the closed students are not reported offline here: the instance leaves with
+/// its claims ([`LeaveCluster`]) and a survivor reports those who did not reconnect. Answers
+/// how many sockets were told.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct Drain;
@@ -504,6 +514,7 @@ impl Handler<Drain> for SessionRegistry {
     type Result = usize;
 
     fn handle(&mut self, _: Drain, _: &mut Self::Context) -> usize {
+        self.handing_over = self.bridge.hands_over_on_drain();
         let mut told = 0;
         for socket in self.attempts.values().filter_map(|e| e.socket.as_ref()) {
             socket.recipient.do_send(StudentCommand::Drain);
@@ -514,6 +525,41 @@ impl Handler<Drain> for SessionRegistry {
             told += 1;
         }
         told
+    }
+}
+
+/// Whether this drain hands its students over to the cluster.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct HandingOver;
+
+impl Handler<HandingOver> for SessionRegistry {
+    type Result = bool;
+
+    fn handle(&mut self, _: HandingOver, _: &mut Self::Context) -> bool {
+        self.handing_over
+    }
+}
+
+/// The drain is done: leave the cluster (with the claims in place when handing over).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LeaveCluster;
+
+impl Handler<LeaveCluster> for SessionRegistry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: LeaveCluster, _: &mut Self::Context) -> Self::Result {
+        if self.handing_over {
+            let left = self.bridge.leave_after_drain();
+            // Bounded: a Redis that does not answer lets the liveness key expire instead.
+            Box::pin(async move {
+                let _ = actix_rt::time::timeout(std::time::Duration::from_secs(2), left).await;
+            })
+        } else {
+            self.bridge.detach();
+            Box::pin(async {})
+        }
     }
 }
 

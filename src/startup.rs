@@ -31,7 +31,7 @@ use crate::{
         db::{DbReader, DbUrl},
         Recorder,
     },
-    registry::{Drain, SessionRegistry},
+    registry::{Drain, HandingOver, LeaveCluster, SessionRegistry},
     session::SessionContext,
     store::{DurableStore, DynamoStore, MemoryStore, RedisStore, SqlStatuses, StatusStore},
 };
@@ -239,6 +239,7 @@ impl Application {
             server: server.handle(),
             delay: drain_delay,
             timeout: drain_timeout,
+            handover: Duration::from_millis(settings.server.drain_handover_ms),
         };
         Ok(Application {
             addr,
@@ -283,6 +284,7 @@ pub struct Drainer {
     server: ServerHandle,
     delay: Duration,
     timeout: Duration,
+    handover: Duration,
 }
 
 impl Drainer {
@@ -328,6 +330,15 @@ impl Drainer {
         {
             log::warn!("drain: not every record was written in time; events past the queue wait in the spool");
         }
+        if self.handover > Duration::ZERO && self.registry.send(HandingOver).await.unwrap_or(false)
+        {
+            log::info!(
+                "draining: keeping the students' places for {:?} while they reconnect elsewhere",
+                self.handover
+            );
+            actix_rt::time::sleep(self.handover).await;
+        }
+        let _ = self.registry.send(LeaveCluster).await;
         self.server.stop(true).await;
         log::info!("drained; server stopped");
     }

@@ -16,6 +16,8 @@
 //!   socket without reporting the attempt offline.
 //! - **Loss.** When an instance is lost without releasing its claims, exactly one survivor is
 //!   told ([`BridgeEvent::AttemptsLost`]) and reports those attempts offline (`instance_lost`).
+//!   A drained instance leaves the same way ([`Bridge::leave_after_drain`]), so its students
+//!   who reconnect elsewhere are never shown offline and the others are, once.
 //! - **Delivery** is at most once and in order per publishing instance; `seq` lets receivers
 //!   drop anything stale.
 //!
@@ -96,4 +98,19 @@ pub trait Bridge: Send + Sync + 'static {
 
     /// Whether cross-instance traffic flows (for `/readyz`).
     fn is_healthy(&self) -> bool;
+
+    /// Whether the sockets of a draining instance are handed over to the cluster: their
+    /// attempts are not reported offline at once (the clients reconnect elsewhere); the
+    /// instance leaves with its claims in place and a survivor reports, once, those not
+    /// reconnected meanwhile (`instance_lost`). False where no other instance would report.
+    fn hands_over_on_drain(&self) -> bool {
+        false
+    }
+
+    /// Leave after a drain: with hand-over, go without releasing the claims. Resolves once
+    /// the cluster can see this instance gone.
+    fn leave_after_drain(&self) -> BoxFuture<'static, ()> {
+        self.detach();
+        Box::pin(async {})
+    }
 }

@@ -336,6 +336,8 @@ pub struct RedisBridge {
     writing: bool,
     /// A liveness tick is under way.
     ticking: bool,
+    /// Leaving after a drain: no more liveness renewals; answered once the key is gone.
+    leaving: Option<Vec<oneshot::Sender<()>>>,
 }
 
 impl RedisBridge {
@@ -364,6 +366,7 @@ impl RedisBridge {
             queue: VecDeque::new(),
             writing: false,
             ticking: false,
+            leaving: None,
         };
         let addr = actor.start();
         Ok((
@@ -469,7 +472,7 @@ impl RedisBridge {
 
     /// Renew liveness, find lost instances; when Redis is back after an outage, restore.
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.ticking {
+        if self.ticking || self.leaving.is_some() {
             return;
         }
         let Some(me) = self.me.clone() else { return };
@@ -503,8 +506,15 @@ impl RedisBridge {
         };
         ctx.spawn(liveness.into_actor(self).map(move |result, act, ctx| {
             act.ticking = false;
+            if act.leaving.is_some() {
+                // A renewal that raced the leave: delete the key after it.
+                return act.delete_liveness(ctx);
+            }
             match result {
                 Ok(lost) => {
+                    if !lost.is_empty() {
+                        log::debug!("instances without a liveness key: {lost:?}");
+                    }
                     if !was_up {
                         act.restore(ctx);
                     }
@@ -521,6 +531,22 @@ impl RedisBridge {
                     act.set_up(false);
                 }
                 Err(e) => log::warn!("Redis liveness round failed: {e}"),
+            }
+        }));
+    }
+
+    /// Delete this instance's liveness key (after a drain), then answer the leavers.
+    fn delete_liveness(&mut self, ctx: &mut Context<Self>) {
+        let Some(me) = self.me.clone() else { return };
+        let mut conn = self.conn.clone();
+        let alive = self.keys.alive(&me);
+        let delete = async move {
+            let _: redis::RedisResult<i64> =
+                redis::cmd("DEL").arg(alive).query_async(&mut conn).await;
+        };
+        ctx.spawn(delete.into_actor(self).map(|_, act, _| {
+            for done in act.leaving.iter_mut().flat_map(|w| w.drain(..)) {
+                let _ = done.send(());
             }
         }));
     }
@@ -797,6 +823,8 @@ enum Command {
         inbox: Recipient<BridgeEvent>,
     },
     Detach,
+    /// Leave with the claims in place: the liveness key goes, so a survivor reaps them.
+    Leave(oneshot::Sender<()>),
     Watch(QuizId, oneshot::Sender<()>),
     Unwatch(QuizId),
     Claim(AttemptKey),
@@ -813,6 +841,13 @@ impl Handler<Command> for RedisBridge {
                 self.me = Some(instance);
                 self.inbox = Some(inbox);
                 self.tick(ctx);
+            }
+            Command::Leave(done) => {
+                self.leaving.get_or_insert_with(Vec::new).push(done);
+                // A renewal under way deletes the key when it ends; otherwise delete now.
+                if !self.ticking {
+                    self.delete_liveness(ctx);
+                }
             }
             Command::Detach => {
                 // Leave cleanly: release every claim and the liveness key, so no survivor
@@ -969,6 +1004,19 @@ impl Bridge for RedisBridgeHandle {
 
     fn is_healthy(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    fn hands_over_on_drain(&self) -> bool {
+        true
+    }
+
+    fn leave_after_drain(&self) -> BoxFuture<'static, ()> {
+        let (done, left) = oneshot::channel();
+        self.addr.do_send(Command::Leave(done));
+        async move {
+            let _ = left.await;
+        }
+        .boxed()
     }
 }
 

@@ -486,3 +486,13 @@ pub fn make_certificate(dir: &std::path::Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// How much bigger the fault scenarios run: 1 in the test suite, more from
+/// `scripts/chaos.sh` (`INVIGIL_CHAOS_SCALE`).
+pub fn chaos_scale() -> usize {
+    std::env::var("INVIGIL_CHAOS_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 100)
+}

@@ -242,8 +242,8 @@ async fn postgres_going_away_under_traffic_loses_no_event_and_duplicates_none() 
 
     // The database goes away; the exam goes on: 40 away/back transitions, 40 events.
     proxy.set(false);
-    const TOGGLES: usize = 40;
-    for i in 0..TOGGLES {
+    let toggles = 40 * chaos_scale();
+    for i in 0..toggles {
         let st = if i % 2 == 0 { "away" } else { "active" };
         student.send(status("q1", "a1", "s1", st, json!(i))).await;
         assert_eq!(student.recv().await["type"], "ack");
@@ -251,7 +251,7 @@ async fn postgres_going_away_under_traffic_loses_no_event_and_duplicates_none() 
     // Routing is unaffected: the proctor gets to the last status (seq 1 was the connect).
     loop {
         let v = proctor.recv_type("student_status").await;
-        if v["seq"] == 1 + TOGGLES as u64 {
+        if v["seq"] == 1 + toggles as u64 {
             assert_eq!(v["data"]["user_status"], "active");
             break;
         }
@@ -275,7 +275,7 @@ async fn postgres_going_away_under_traffic_loses_no_event_and_duplicates_none() 
                 .iter()
                 .filter(|k| *k == "away" || *k == "back")
                 .count()
-                >= TOGGLES
+                >= toggles
         },
         Duration::from_secs(20),
     )
@@ -284,7 +284,7 @@ async fn postgres_going_away_under_traffic_loses_no_event_and_duplicates_none() 
         .into_iter()
         .filter(|k| k == "away" || k == "back")
         .collect();
-    assert_eq!(transitions.len(), TOGGLES, "each once");
+    assert_eq!(transitions.len(), toggles, "each once");
     assert!(
         transitions
             .iter()
@@ -301,7 +301,7 @@ async fn postgres_going_away_under_traffic_loses_no_event_and_duplicates_none() 
     assert_eq!(ids.len(), list.len(), "no duplicate ids");
     let (_, body) = get(&server.http("/api/v1/quizzes/q1/report"), Some(API_KEY)).await;
     let report: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(report["attempts"][0]["away_count"], (TOGGLES / 2) as u64);
+    assert_eq!(report["attempts"][0]["away_count"], (toggles / 2) as u64);
     assert_eq!(server.metric("invigil_records_spool").await, 0.0);
 }
 

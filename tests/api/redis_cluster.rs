@@ -33,6 +33,7 @@ async fn cluster(n: usize, redis: &str, prefix: &str, fast_liveness: bool) -> Ve
         if fast_liveness {
             env.push(("INVIGIL_REDIS__LIVENESS_INTERVAL_MS", "100".to_string()));
             env.push(("INVIGIL_REDIS__LIVENESS_TTL_MS", "1000".to_string()));
+            env.push(("INVIGIL_SERVER__DRAIN_HANDOVER_MS", "1500".to_string()));
         }
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let server = Server::start(&env);
@@ -439,4 +440,84 @@ async fn a_tls_redis_with_a_password_works() {
     let _ = redis.kill();
     let _ = redis.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[actix_rt::test]
+async fn a_rolling_restart_shows_no_false_offline_and_loses_no_status() {
+    let prefix = prefix();
+    let mut nodes = cluster(3, REDIS, &prefix, true).await;
+    let (mut proctor, _) = nodes[0].watching("q1").await;
+    let moving = 4 * chaos_scale();
+    let mut students = Vec::new();
+    for i in 0..moving {
+        students.push(
+            nodes[1]
+                .student("q1", &format!("a{i}"), &format!("s{i}"))
+                .await,
+        );
+    }
+    // One more student on B who will not come back.
+    let mut leaver = nodes[1].student("q1", "gone", "s9").await;
+    for _ in 0..=moving {
+        proctor.recv_type("student_status").await;
+    }
+
+    // B drains: every socket gets 1012, and the clients reconnect to C.
+    let b_pid = nodes[1].child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &b_pid])
+        .status()
+        .unwrap()
+        .success());
+    for (i, s) in students.iter_mut().enumerate() {
+        assert_eq!(u16::from(s.closed().await.code), 1012);
+        let mut again = nodes[2]
+            .student("q1", &format!("a{i}"), &format!("s{i}"))
+            .await;
+        again
+            .send(status(
+                "q1",
+                &format!("a{i}"),
+                &format!("s{i}"),
+                "away",
+                json!(i),
+            ))
+            .await;
+        assert_eq!(again.recv().await["type"], "ack");
+        *s = again;
+    }
+    assert_eq!(u16::from(leaver.closed().await.code), 1012);
+    assert_eq!(nodes[1].child.wait().unwrap().code(), Some(0));
+    let exited = Instant::now();
+
+    // Every moving student ends away on C with its seq carried on (connect 1, reconnect 2,
+    // away 3), none ever shown offline; the one who left is reported offline, once, soon
+    // after B is gone.
+    let mut latest = std::collections::HashMap::new();
+    let mut gone_reported = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while latest.values().filter(|seq| **seq == 3).count() < moving || gone_reported.is_none() {
+        let text = proctor
+            .recv_text_within(deadline.saturating_duration_since(Instant::now()))
+            .await
+            .expect("the moves and the loss are reported");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        if v["type"] != "student_status" {
+            continue;
+        }
+        let attempt = v["data"]["quiz_attempt_id"].as_str().unwrap().to_string();
+        if attempt == "gone" {
+            assert!(gone_reported.is_none(), "reported once: {v}");
+            assert_eq!(v["data"]["reason"], "instance_lost");
+            gone_reported = Some(exited.elapsed());
+            continue;
+        }
+        assert_ne!(v["data"]["user_status"], "offline", "no false offline: {v}");
+        latest.insert(attempt, v["seq"].as_u64().unwrap());
+    }
+    let after = gone_reported.unwrap_or_default();
+    assert!(
+        after < Duration::from_secs(3),
+        "the leaver is reported {after:?} after B exits"
+    );
 }
