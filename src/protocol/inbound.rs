@@ -113,8 +113,45 @@ struct MasterMessage {
     data: Option<StatusFields>,
 }
 
+/// Longest piece of a client's own text quoted back in an error.
+const QUOTED: usize = 64;
+
+/// A client's text, quoted for an error message and cut short: an error never grows with
+/// what the client sent.
+fn quoted(s: &str) -> String {
+    let cut: String = s.chars().take(QUOTED).collect();
+    let mut q = format!("{cut:?}");
+    if cut.len() < s.len() {
+        q.push('…');
+    }
+    q
+}
+
+/// Whether a JSON text is an object (serde's derived structs would also read an array).
+fn is_object(json: &str) -> bool {
+    json.trim_start().starts_with('{')
+}
+
+/// Longest error message, in characters: an answer never grows with what the client sent.
+const MAX_ERROR: usize = 300;
+
 /// Parse one text frame.
 pub fn parse(frame: &str) -> Result<Inbound, Invalid> {
+    parse_frame(frame).map_err(|mut e| {
+        if e.message.chars().count() > MAX_ERROR {
+            e.message = e.message.chars().take(MAX_ERROR).collect::<String>() + "…";
+        }
+        e
+    })
+}
+
+fn parse_frame(frame: &str) -> Result<Inbound, Invalid> {
+    if !is_object(frame) {
+        return Err(Invalid {
+            id: None,
+            message: "a message must be a JSON object with a string field type".into(),
+        });
+    }
     let env: Envelope = serde_json::from_str(frame).map_err(|e| Invalid {
         id: None,
         message: format!("not a JSON object of the protocol: {e}"),
@@ -162,6 +199,11 @@ pub fn parse(frame: &str) -> Result<Inbound, Invalid> {
             let raw = env
                 .message
                 .ok_or_else(|| invalid("message_to_master needs a message object".into()))?;
+            if !is_object(raw.get()) {
+                return Err(invalid(
+                    "message must be an object with action and data".into(),
+                ));
+            }
             let master: MasterMessage = serde_json::from_str(raw.get()).map_err(|e| {
                 invalid(format!(
                     "message must be an object with action and data: {e}"
@@ -171,17 +213,20 @@ pub fn parse(frame: &str) -> Result<Inbound, Invalid> {
                 Some(STATUS_ACTION) => {}
                 other => {
                     return Err(invalid(format!(
-                        "message.action must be {STATUS_ACTION:?}, got {other:?}"
+                        "message.action must be {STATUS_ACTION:?}, got {}",
+                        other.map_or("none".to_string(), quoted)
                     )))
                 }
             }
             let data = master
                 .data
                 .ok_or_else(|| invalid("message.data must be an object".into()))?;
-            if let Some(status) = data.text("user_status") {
+            if data.raw("user_status").is_some() {
+                let status = data.text("user_status").unwrap_or_default();
                 if super::UserStatus::parse(&status).is_none() {
                     return Err(invalid(format!(
-                        "user_status must be active, away or offline, got {status:?}"
+                        "user_status must be active, away or offline, got {}",
+                        quoted(&status)
                     )));
                 }
             }
@@ -215,7 +260,7 @@ pub fn parse(frame: &str) -> Result<Inbound, Invalid> {
             })
         }
         "ping" => Ok(Inbound::Ping { id }),
-        other => Err(invalid(format!("unknown type {other:?}"))),
+        other => Err(invalid(format!("unknown type {}", quoted(other)))),
     }
 }
 

@@ -397,16 +397,38 @@ impl Db {
     }
 }
 
-/// The persistence thread that writes (one per process, on a `SyncArbiter`). It connects
-/// lazily and reconnects after an error, so a database that comes back is used again.
-pub struct DbWriter {
+/// A connection opened when first needed and forgotten after an error, so a database that
+/// comes back is used again.
+struct LazyDb {
     url: DbUrl,
     db: Option<Db>,
 }
 
+impl LazyDb {
+    fn new(url: DbUrl) -> Self {
+        LazyDb { url, db: None }
+    }
+
+    fn get(&mut self) -> Result<&mut Db, DbError> {
+        if self.db.is_none() {
+            self.db = Some(Db::connect(&self.url)?);
+        }
+        self.db
+            .as_mut()
+            .ok_or_else(|| DbError("no connection".into()))
+    }
+
+    fn forget(&mut self) {
+        self.db = None;
+    }
+}
+
+/// The persistence thread that writes (one per process, on a `SyncArbiter`).
+pub struct DbWriter(LazyDb);
+
 impl DbWriter {
     pub fn new(url: DbUrl) -> Self {
-        DbWriter { url, db: None }
+        DbWriter(LazyDb::new(url))
     }
 }
 
@@ -427,15 +449,11 @@ impl Handler<WriteBatch> for DbWriter {
 
     fn handle(&mut self, msg: WriteBatch, _: &mut Self::Context) -> Self::Result {
         let started = Instant::now();
-        let db = match &mut self.db {
-            Some(db) => db,
-            None => self.db.insert(Db::connect(&self.url)?),
-        };
-        match db.write(&msg.events, &msg.statuses) {
+        match self.0.get()?.write(&msg.events, &msg.statuses) {
             Ok(added) => Ok((added, started.elapsed())),
             Err(e) => {
                 // Reconnect next time: the connection may be what failed.
-                self.db = None;
+                self.0.forget();
                 Err(e)
             }
         }
@@ -443,14 +461,11 @@ impl Handler<WriteBatch> for DbWriter {
 }
 
 /// The persistence thread that reads, for the HTTP API and snapshots.
-pub struct DbReader {
-    url: DbUrl,
-    db: Option<Db>,
-}
+pub struct DbReader(LazyDb);
 
 impl DbReader {
     pub fn new(url: DbUrl) -> Self {
-        DbReader { url, db: None }
+        DbReader(LazyDb::new(url))
     }
 }
 
@@ -473,17 +488,16 @@ impl<T: Send + 'static> Handler<Read<T>> for DbReader {
     type Result = Result<T, DbError>;
 
     fn handle(&mut self, msg: Read<T>, _: &mut Self::Context) -> Self::Result {
-        if let Some(db) = &mut self.db {
+        if let Some(db) = &mut self.0.db {
             match (msg.0)(db) {
                 Ok(answer) => return Ok(answer),
                 Err(e) => log::debug!("{e}; reading again on a new connection"),
             }
         }
-        self.db = None;
-        let db = self.db.insert(Db::connect(&self.url)?);
-        let result = (msg.0)(db);
+        self.0.forget();
+        let result = (msg.0)(self.0.get()?);
         if result.is_err() {
-            self.db = None;
+            self.0.forget();
         }
         result
     }

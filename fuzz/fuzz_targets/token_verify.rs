@@ -1,0 +1,80 @@
+//! Fuzz target `token_verify`: any UTF-8 text through `invigil::auth::Verifier::verify`, as
+//! sent and, signed with the verifier's own secret, as a token whose header and claims are
+//! the fuzzer's.
+//!
+//! Input: the text is tried as a token as it is; if it holds a newline, the part before is
+//! also taken as the JWT header and the part after as the claims, and signed (HS256, "k"), so
+//! the fuzzer reaches the claim checks and their reading into an identity, which an unsigned
+//! token never passes.
+
+#![no_main]
+
+use std::sync::LazyLock;
+
+use invigil::{
+    auth::{Identity, Verifier},
+    config::{Secret, Settings},
+};
+use jsonwebtoken::{Algorithm, EncodingKey};
+use libfuzzer_sys::fuzz_target;
+
+const SECRET: &str = "k";
+
+static VERIFIER: LazyLock<Verifier> = LazyLock::new(|| {
+    Verifier::new(&Secret::new(SECRET), &Settings::defaults().auth).expect("a non-empty secret")
+});
+
+static KEY: LazyLock<EncodingKey> =
+    LazyLock::new(|| EncodingKey::from_secret(SECRET.as_bytes()).expect("an HMAC key"));
+
+/// Unpadded base64url, as JWT segments are written.
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len() * 4 / 3 + 3);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // Unsigned, it can only be refused.
+    assert!(VERIFIER.verify(text).is_err(), "accepted an unsigned token");
+
+    let Some((header, claims)) = text.split_once('\n') else {
+        return;
+    };
+    let signing_input = format!(
+        "{}.{}",
+        b64url(header.as_bytes()),
+        b64url(claims.as_bytes())
+    );
+    let Ok(signature) =
+        jsonwebtoken::crypto::sign(signing_input.as_bytes(), &KEY, Algorithm::HS256)
+    else {
+        return;
+    };
+    let Ok(identity) = VERIFIER.verify(&format!("{signing_input}.{signature}")) else {
+        return;
+    };
+    // Accepted: the claims must say so. `exp` is required and a number, and the role granted is
+    // the role claimed.
+    let claims: serde_json::Value = serde_json::from_str(claims).expect("accepted claims are JSON");
+    assert!(
+        claims["exp"].is_u64(),
+        "accepted without a numeric exp: {claims}"
+    );
+    match identity {
+        Identity::Student(_) => assert_eq!(claims["role"], "student"),
+        Identity::Proctor(_) => assert_eq!(claims["role"], "proctor"),
+    }
+});
