@@ -36,6 +36,18 @@ pub enum Command {
     /// Manage the DynamoDB status table.
     #[command(subcommand)]
     Dynamodb(DynamoCommand),
+    /// Run a server with simulated students taking an exam, and print the dashboard URL.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// How many simulated students.
+    #[arg(long, default_value_t = 30)]
+    pub students: usize,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub bind: std::net::SocketAddr,
 }
 
 #[derive(Subcommand, Debug)]
@@ -122,6 +134,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", token(&settings, &args)?);
             Ok(())
         }
+        Command::Demo(args) => demo(args).await,
         Command::Dynamodb(DynamoCommand::CreateTable(args)) => {
             let settings = settings(args.config.as_ref())?;
             let table = &settings.dynamodb.table;
@@ -228,6 +241,47 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if generated {
         welcome_newcomer(&settings, &secret, &app)?;
     }
+    let drainer = app.drainer();
+    actix_rt::spawn(async move {
+        wait_for_signal().await;
+        drainer.drain().await;
+    });
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
+/// A single node with its own secret, in-memory state and simulated students.
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let mut settings = Settings::defaults();
+    settings.server.bind = args.bind;
+    settings.records.url = Secret::new("");
+    init_logging(&settings);
+    let secret = auth::random_secret();
+    let app = Application::build(&settings, &secret, Backends::single_node())
+        .await
+        .with_context(|| format!("binding {}", args.bind))?;
+    crate::demo::start_students(app.addr(), &secret, args.students)?;
+    settings.auth.jwt_secret = secret.clone();
+    let proctor = token(
+        &settings,
+        &TokenArgs {
+            config: None,
+            role: RoleArg::Proctor,
+            sub: "proctor".into(),
+            name: Some("Demo Proctor".into()),
+            quiz: None,
+            attempt: None,
+            quizzes: vec![crate::demo::QUIZ.into()],
+            ttl_secs: 12 * 3600,
+        },
+    )?;
+    log::info!("invigil demo listening on http://{}", app.addr());
+    println!(
+        "{} simulated students are taking quiz \"{}\". Open the dashboard:\n  http://{}/?token={proctor}",
+        args.students,
+        crate::demo::QUIZ,
+        app.addr()
+    );
     let drainer = app.drainer();
     actix_rt::spawn(async move {
         wait_for_signal().await;

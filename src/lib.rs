@@ -21,12 +21,14 @@
 //! - [`http`]: the HTTP surface: WebSocket upgrade, operations endpoints, the LMS API, the
 //!   embedded web assets.
 //! - [`startup`]: builds the application, binds, runs and drains it.
-//! - [`cli`]: the command line (`serve`, `token`).
+//! - [`cli`]: the command line (`serve`, `token`, `migrate`, `dynamodb`, `demo`).
+//! - [`demo`]: simulated students for `invigil demo`.
 
 pub mod auth;
 pub mod bridge;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod protocol;

@@ -170,3 +170,64 @@ async fn a_standalone_server_speaks_tls() {
     assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[actix_rt::test]
+async fn the_demo_fills_the_dashboard_with_simulated_students() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--students", "6", "--bind", "127.0.0.1:0"])
+        .current_dir(fresh_dir("demo"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let url = loop {
+        let line = rx
+            .recv_timeout(WAIT)
+            .expect("the demo prints its dashboard URL");
+        if line.trim_start().starts_with("http://") {
+            break line.trim().to_string();
+        }
+    };
+    let (addr, token) = url
+        .trim_start_matches("http://")
+        .split_once("/?token=")
+        .unwrap();
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}"))
+        .await
+        .unwrap();
+    let mut proctor = Client { ws };
+    assert_eq!(proctor.recv().await["type"], "welcome");
+    // Every simulated student shows up (they arrive over three seconds).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        proctor
+            .send(serde_json::json!({"type": "subscribe", "quiz_id": "demo"}))
+            .await;
+        let snapshot = proctor.recv_type("snapshot").await;
+        let students = snapshot["students"].as_array().unwrap();
+        if students.len() == 6 {
+            assert!(students
+                .iter()
+                .all(|s| s["student_name"].as_str().is_some()));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "6 students within 15 s: {snapshot}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
