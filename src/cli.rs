@@ -131,7 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Token(args) => {
             let settings = settings(args.config.as_ref())?;
-            println!("{}", token(&settings, &args)?);
+            println!("{}", sign(&settings.auth.jwt_secret, &args)?);
             Ok(())
         }
         Command::Demo(args) => demo(args).await,
@@ -164,8 +164,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn token(settings: &Settings, args: &TokenArgs) -> anyhow::Result<String> {
-    let secret = &settings.auth.jwt_secret;
+fn sign(secret: &Secret, args: &TokenArgs) -> anyhow::Result<String> {
     if secret.is_empty() {
         bail!("no secret configured: set auth.jwt_secret in config.toml or INVIGIL_JWT_SECRET");
     }
@@ -239,7 +238,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         app.instance()
     );
     if generated {
-        welcome_newcomer(&settings, &secret, &app)?;
+        welcome_newcomer(&secret, &app)?;
     }
     let drainer = app.drainer();
     actix_rt::spawn(async move {
@@ -254,6 +253,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let mut settings = Settings::defaults();
     settings.server.bind = args.bind;
+    // The demo keeps nothing: no records to write.
     settings.records.url = Secret::new("");
     init_logging(&settings);
     let secret = auth::random_secret();
@@ -261,20 +261,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.bind))?;
     crate::demo::start_students(app.addr(), &secret, args.students)?;
-    settings.auth.jwt_secret = secret.clone();
-    let proctor = token(
-        &settings,
-        &TokenArgs {
-            config: None,
-            role: RoleArg::Proctor,
-            sub: "proctor".into(),
-            name: Some("Demo Proctor".into()),
-            quiz: None,
-            attempt: None,
-            quizzes: vec![crate::demo::QUIZ.into()],
-            ttl_secs: 12 * 3600,
-        },
-    )?;
+    let proctor = first_look(&secret, RoleArg::Proctor, "Demo Proctor", None)?;
     log::info!("invigil demo listening on http://{}", app.addr());
     println!(
         "{} simulated students are taking quiz \"{}\". Open the dashboard:\n  http://{}/?token={proctor}",
@@ -291,36 +278,35 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A 12-hour token of quiz `demo`, for a first look: a proctor's, or a student's of
+/// `attempt`.
+fn first_look(
+    secret: &Secret,
+    role: RoleArg,
+    name: &str,
+    attempt: Option<&str>,
+) -> anyhow::Result<String> {
+    let quiz = crate::demo::QUIZ.to_string();
+    let student = matches!(role, RoleArg::Student);
+    sign(
+        secret,
+        &TokenArgs {
+            config: None,
+            role,
+            sub: if student { "student-1" } else { "proctor" }.into(),
+            name: Some(name.into()),
+            quiz: student.then(|| quiz.clone()),
+            attempt: attempt.map(str::to_string),
+            quizzes: if student { Vec::new() } else { vec![quiz] },
+            ttl_secs: 12 * 3600,
+        },
+    )
+}
+
 /// With no secret configured, print tokens for a first look.
-fn welcome_newcomer(settings: &Settings, secret: &Secret, app: &Application) -> anyhow::Result<()> {
-    let mut settings = settings.clone();
-    settings.auth.jwt_secret = secret.clone();
-    let proctor = token(
-        &settings,
-        &TokenArgs {
-            config: None,
-            role: RoleArg::Proctor,
-            sub: "proctor".into(),
-            name: Some("Proctor".into()),
-            quiz: None,
-            attempt: None,
-            quizzes: vec!["demo".into()],
-            ttl_secs: 12 * 3600,
-        },
-    )?;
-    let student = token(
-        &settings,
-        &TokenArgs {
-            config: None,
-            role: RoleArg::Student,
-            sub: "student-1".into(),
-            name: Some("Demo Student".into()),
-            quiz: Some("demo".into()),
-            attempt: Some("attempt-1".into()),
-            quizzes: Vec::new(),
-            ttl_secs: 12 * 3600,
-        },
-    )?;
+fn welcome_newcomer(secret: &Secret, app: &Application) -> anyhow::Result<()> {
+    let proctor = first_look(secret, RoleArg::Proctor, "Proctor", None)?;
+    let student = first_look(secret, RoleArg::Student, "Demo Student", Some("attempt-1"))?;
     log::warn!("no auth.jwt_secret configured: using a random secret for this run only");
     let base = format!("http://{}", app.addr());
     println!("No JWT secret configured: this run signs with a random one.");
