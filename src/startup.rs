@@ -214,6 +214,8 @@ impl Application {
                 .configure(http::routes)
         })
         .disable_signals()
+        // Statuses are small frames that must leave at once: no Nagle delay.
+        .tcp_nodelay(true)
         .backlog(4096)
         .shutdown_timeout(drain_timeout.as_secs().max(1));
         if settings.server.workers > 0 {
