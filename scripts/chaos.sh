@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fault scenarios against real services on this machine (Redis, PostgreSQL, the server as
 # separate processes), one summary line each. The same scenarios run, small, in the test
-# suite; here INVIGIL_CHAOS_SCALE (default 5) multiplies their students and traffic.
+# suite; here INVIGIL_CHAOS_SCALE (default 5) multiplies their students and traffic, and the
+# PostgreSQL outage lasts INVIGIL_CHAOS_OUTAGE_SECS (default 30) under steady traffic.
 #
 #   scripts/chaos.sh                 # every scenario
 #   scripts/chaos.sh rolling-restart redis-restart
@@ -24,6 +25,8 @@ chosen=("$@")
 [ ${#chosen[@]} -eq 0 ] && chosen=("${ORDER[@]}")
 
 export INVIGIL_CHAOS_SCALE="${INVIGIL_CHAOS_SCALE:-5}"
+# How long the database outage of postgres-outage lasts, under steady traffic.
+export INVIGIL_CHAOS_OUTAGE_SECS="${INVIGIL_CHAOS_OUTAGE_SECS:-30}"
 cargo test --test api --no-run -q 2>/dev/null || { echo "chaos: the tests do not build" >&2; exit 2; }
 
 failed=0

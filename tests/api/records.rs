@@ -241,15 +241,43 @@ async fn postgres_going_away_under_traffic_loses_no_event_and_duplicates_none() 
     .await;
 
     // The database goes away; the exam goes on: 40 away/back transitions, 40 events.
+    // The outage lasts as long as the chaos script asks (INVIGIL_CHAOS_OUTAGE_SECS; in the
+    // test suite, as long as the burst takes), with a transition every 50 ms throughout.
     proxy.set(false);
-    let toggles = 40 * chaos_scale();
-    for i in 0..toggles {
-        let st = if i % 2 == 0 { "away" } else { "active" };
-        student.send(status("q1", "a1", "s1", st, json!(i))).await;
+    let outage = Duration::from_secs(
+        std::env::var("INVIGIL_CHAOS_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    );
+    let cut = Instant::now();
+    let mut toggles = 0;
+    while toggles < 40 * chaos_scale() || cut.elapsed() < outage {
+        let st = if toggles % 2 == 0 { "away" } else { "active" };
+        student
+            .send(status("q1", "a1", "s1", st, json!(toggles)))
+            .await;
         assert_eq!(student.recv().await["type"], "ack");
+        toggles += 1;
+        if !outage.is_zero() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    if toggles % 2 == 1 {
+        // End on "active", as the checks below expect.
+        student
+            .send(status("q1", "a1", "s1", "active", json!(toggles)))
+            .await;
+        assert_eq!(student.recv().await["type"], "ack");
+        toggles += 1;
     }
     // Routing is unaffected: the proctor gets to the last status (seq 1 was the connect).
+    let deadline = Instant::now() + WAIT;
     loop {
+        assert!(
+            Instant::now() < deadline,
+            "the proctor gets the last status"
+        );
         let v = proctor.recv_type("student_status").await;
         if v["seq"] == 1 + toggles as u64 {
             assert_eq!(v["data"]["user_status"], "active");
