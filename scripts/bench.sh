@@ -3,7 +3,7 @@
 # instances itself, runs the scenarios with invigil-loadtest, samples every server's CPU time
 # and RSS from /proc, and writes docs/BENCHMARKS.md (figures, machine, exact commands).
 #
-#   scripts/bench.sh [all | original ten-thousand ramp idle cpu micro ...]
+#   scripts/bench.sh [all | original ten-thousand ramp idle cpu micro ... | doc]
 #
 # Every scenario is bounded in time and stops by itself; `all` takes about 10 minutes on a
 # 2-core machine once the release build is warm. Results of each scenario are kept in
@@ -38,7 +38,8 @@ LT=$ROOT/target/release/invigil-loadtest
 SERVER=$ROOT/target/release/invigil
 # A variant of the scenarios (BENCH_TAG=name, with BENCH_SERVER_ENV) keeps results apart.
 TAG=${BENCH_TAG:-}
-SUFFIX=${TAG:+-$TAG}
+# "~" sorts after ".", so a variant's section follows the default one in the document.
+SUFFIX=${TAG:+~$TAG}
 TAG_NOTE=${TAG:+ (variant $TAG: servers with ${BENCH_SERVER_ENV:-no extra settings})}
 FINDINGS_MARKER='<!-- findings: written by hand, kept by scripts/bench.sh -->'
 
@@ -57,10 +58,15 @@ cleanup() {
 trap cleanup EXIT
 
 # ---------------------------------------------------------------------------------------
-# Scenarios asked for
+# Scenarios asked for (or `doc`: write the document from the results kept, run nothing)
 
 ALL=(micro original ten-thousand cpu ramp idle)
-if [ $# -eq 0 ] || [ "$1" = all ]; then
+DOC_ONLY=false
+if [ "${1:-}" = doc ]; then
+  # Only assemble the document from the results kept in target/bench/.
+  DOC_ONLY=true
+  SCENARIOS=()
+elif [ $# -eq 0 ] || [ "$1" = all ]; then
   SCENARIOS=("${ALL[@]}")
 else
   SCENARIOS=("$@")
@@ -82,10 +88,15 @@ ulimit -n "$(ulimit -Hn)"
 NOFILE=$(ulimit -n)
 
 mkdir -p "$OUT/fragments" "$OUT/run"
-say "release build"
-build_start=$(date +%s)
-cargo build --release --bin invigil --bin invigil-loadtest
-BUILD_SECS=$(( $(date +%s) - build_start ))
+if ! $DOC_ONLY; then
+  say "release build"
+  build_start=$(date +%s)
+  cargo build --release --bin invigil --bin invigil-loadtest
+  echo $(( $(date +%s) - build_start )) >"$OUT/build-secs"
+  echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' plus uncommitted changes in the work tree')" >"$OUT/build-commit"
+fi
+BUILD_SECS=$(cat "$OUT/build-secs" 2>/dev/null || echo "?")
+BUILD_COMMIT=$(cat "$OUT/build-commit" 2>/dev/null || echo "?")
 
 # Share of the machine's CPU busy over 2 s, in percent (from /proc/stat).
 machine_busy_pct() {
@@ -130,7 +141,6 @@ busy_note() {
 cpu_s() { awk '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / 100 }' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
-tcp_mem_pages() { awk '/^TCP:/ { for (i = 1; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
 
 # "pid cpu_s rss_kib" of every server and Redis, one line each.
 snapshot_procs() {
@@ -297,14 +307,11 @@ two_instance_scenario() {
   start_redis
   start_servers 2
   snapshot_procs >"$OUT/$name.procs-before"
-  local tcp_before
-  tcp_before=$(tcp_mem_pages)
   run_traffic "$name" "$@"
   snapshot_procs >"$OUT/$name.procs-after"
   {
     echo "coalesced=$(( $(metric "${SERVER_PORTS[0]}" invigil_statuses_coalesced_total) + $(metric "${SERVER_PORTS[1]}" invigil_statuses_coalesced_total) ))"
     echo "bridge_dropped=$(( $(metric "${SERVER_PORTS[0]}" invigil_bridge_dropped_total) + $(metric "${SERVER_PORTS[1]}" invigil_bridge_dropped_total) ))"
-    echo "tcp_mem_pages_before=$tcp_before"
   } >"$OUT/$name.metrics"
   printf '%s\n' "${SERVER_CMDS[@]}" >"$OUT/$name.servers"
   stop_servers
@@ -435,7 +442,7 @@ scenario_cpu() {
     echo "The 10,000-student load (2,000 updates/s, 2 instances + Redis) for ${secs} s, while \`perf record -F 199 --call-graph dwarf\` samples both servers for ${perf_secs} s in the middle of the window. $(busy_note "$f")"
     echo
     echo "- servers' CPU per 1,000 deliveries: **$(fmt "$(j '.totals.servers_cpu_ms_per_1000 // 0' "$f")" 1) CPU ms** (both servers together; $(fmt "$(j '(.totals.servers_cpu_s // 0) / (if .totals.window_s > 0 then .totals.window_s else 1 end)' "$f")" 3) cores for $(fmt "$(j .totals.deliveries_per_s "$f")" 0) deliveries/s)"
-    echo "- missing $(j .totals.missing "$f") of $(j .totals.expected "$f"); delivery p99 $(fmt "$(j .delivery.p99_ms "$f")" 2) ms *under perf* (recording DWARF stacks stalls the servers: not a latency figure; see the ten-thousand scenario for those)"
+    echo "- missing $(j .totals.missing "$f") of $(j .totals.expected "$f"); delivery p99 $(fmt "$(j .delivery.p99_ms "$f")" 2) ms *under perf* (recording DWARF stacks adds latency and ~5–10 % CPU: the ten-thousand scenario gives the figures without it)"
     echo
     echo "Samples by binary or library (share of the servers' samples):"
     echo
@@ -528,8 +535,7 @@ scenario_idle() {
   # scenario measures what the server can accept.
   start_servers 1 INVIGIL_LIMITS__HANDSHAKES_PER_SECOND=0
   snapshot_procs >"$OUT/$n.procs-before"
-  local tcp_before run_id i files=() lts=()
-  tcp_before=$(tcp_mem_pages)
+  local run_id i files=() lts=()
   run_id="idle$RANDOM"
   local args=(--students "$sockets" --students-per-quiz 50 --proctors-per-quiz 0 --interval-ms 0
     --duration 10 --drain-ms 0 --connect-concurrency 500 --run-id "$run_id"
@@ -542,10 +548,10 @@ scenario_idle() {
     files+=("$OUT/$n-$i.json")
   done
   # Read the server while the sockets are held (the load generators hold them 10 s).
-  local held_rss=0 held_tcp=0 open_now
+  local held_rss=0 open_now
   for _ in $(seq 300); do
     open_now=$(curl -s "http://127.0.0.1:${SERVER_PORTS[0]}/metrics" | awk '$1 == "invigil_connections{role=\"student\"}" { print $2 }')
-    if [ "${open_now:-0}" -ge "$sockets" ]; then sleep 2; held_rss=$(rss_kib "${SERVER_PIDS[0]}"); held_tcp=$(tcp_mem_pages); break; fi
+    if [ "${open_now:-0}" -ge "$sockets" ]; then sleep 2; held_rss=$(rss_kib "${SERVER_PIDS[0]}"); break; fi
     sleep 0.1
   done
   for i in "${lts[@]}"; do wait "$i" || true; done
@@ -557,12 +563,11 @@ scenario_idle() {
   printf '%s\n' "${SERVER_CMDS[@]}" >"$OUT/$n.servers"
   stop_servers
   local f=$OUT/$n.json
-  local before_rss rate connected per_conn tcp_per_conn
+  local before_rss rate connected per_conn
   before_rss=$(awk -v p="$(head -1 "$OUT/$n.procs-before" | cut -d' ' -f1)" '$1 == p { print $3 }' "$OUT/$n.procs-before")
   rate=$(j .totals.connect_rate "$f")
   connected=$(j .students.connected "$f")
   per_conn=$(awk -v a="$held_rss" -v b="$before_rss" -v n="$connected" 'BEGIN { if (n > 0 && a > 0) printf "%.2f", (a - b) / n; else print "?" }')
-  tcp_per_conn=$(awk -v a="$held_tcp" -v b="$tcp_before" -v n="$connected" 'BEGIN { if (n > 0 && a > 0) printf "%.2f", (a - b) * 4 / n; else print "?" }')
   {
     echo "## Idle student sockets on one instance$TAG_NOTE"
     echo
@@ -575,7 +580,6 @@ scenario_idle() {
     echo "| handshake p50 / p99 / max (ms) | $(j '[.connect_latency.p50_ms, .connect_latency.p99_ms, .connect_latency.max_ms] | map(. * 100 | round / 100) | join(" / ")' "$f") | |"
     echo "| server RSS before → with all sockets held (MiB) | $(awk -v k="$before_rss" 'BEGIN { printf "%.1f", k / 1024 }') → $(awk -v k="$held_rss" 'BEGIN { printf "%.1f", k / 1024 }') (peak $(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }')) | |"
     echo "| server RSS per connection (KiB) | $per_conn | ≤ 8 KiB: $(if [ "$per_conn" != "?" ] && le "$per_conn" 8; then echo '**met**'; else echo '**not met**'; fi) |"
-    echo "| kernel TCP memory per connection, both ends (KiB, /proc/net/sockstat) | $tcp_per_conn | (not in RSS) |"
     echo "| errors / closes | $(j 'if (.errors | length) == 0 then "none" else (.errors | tostring) end' "$f") / $(j 'if (.closes | length) == 0 then "none" else (.closes | tostring) end' "$f") | |"
     echo "| connect failures | $(j 'if (.connect_failures | length) == 0 then "none" else (.connect_failures | tostring) end' "$f") | |"
     echo
@@ -652,18 +656,18 @@ mem_total=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo
   echo
   echo "Written by \`scripts/bench.sh\` ($(date -u +%Y-%m-%dT%H:%MZ)); the Findings section at the end is written by hand. Do not edit the rest: run the script again."
   echo
-  echo "## Machine and method$TAG_NOTE"
+  echo "## Machine and method"
   echo
   echo "- **$(nproc) cores** ($cpu_model), **$mem_total** memory, Linux $(uname -r); open-file limit $NOFILE per process."
-  echo "- **A shared machine**: another engineer compiled on the same 2 cores at times; the script waits for no \`rustc\` before each scenario, and says so next to a scenario's figures when one was running at its end."
+  echo "- **A shared machine**: another engineer compiled and ran browser tests on the same 2 cores at times. Before each scenario the script waits (at most 5 min) for the machine to be under 15 % busy with no \`rustc\`; each report gives the CPU that *other* processes used in its window, and a scenario where they used more than 0.3 cores is run again."
   echo "- **Everything on the one machine**: the load generator, both instances and Redis share the 2 cores, so every latency includes the load generator's own scheduling, and every CPU figure competes with it."
-  echo "- Code: commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' plus uncommitted changes in the work tree'); $(rustc --version)."
-  echo "- Release build: \`cargo build --release --bin invigil --bin invigil-loadtest\` ($BUILD_SECS s this run)."
+  echo "- Code: commit $BUILD_COMMIT (as of the last build of this script); $(rustc --version)."
+  echo "- Release build: \`cargo build --release --bin invigil --bin invigil-loadtest\` ($BUILD_SECS s in the last run; about 5 min from a cold cache, and \`cargo bench\` about 5 min more the first time). The scenarios of \`all\` take about 10 minutes after that."
   echo "- Redis: a private \`redis-server --port $REDIS_PORT --save \"\" --appendonly no\` started by the script; each scenario's instances use a fresh \`INVIGIL_REDIS__KEY_PREFIX\`; each instance runs in a directory of its own under \`target/bench/run/\` with the default configuration otherwise."
   echo "- Load: \`invigil-loadtest\` (\`src/bin/invigil-loadtest.rs\`): students spread over the instances, each sending the PROTOCOL.md status (every field of the contract, ~610 bytes, \`timestamp_sent\` in ms) every T ms with a random phase and an \`id\` (each run from fresh loopback addresses 127.0.N.1-4), moving to the next question every 12 statuses and reporting \`away\` in 5 % of them (each a recorded event); one proctor per quiz of 50 students, subscribed on the *other* instance (\`--placement cross\`), so every status crosses Redis. Delivery latency = the proctor's receive time − \`timestamp_sent\` (same clock). Loss = acked statuses × subscribed proctors − distinct statuses received; \`seq\` gaps (coalesced for a slow proctor, or dropped between instances) are counted apart."
   echo "- CPU and RSS from \`/proc/PID/stat\` and \`/proc/PID/status\`, read by the load generator at the edges of the status window and by the script before and after each scenario."
   echo
-  echo "## Summary$TAG_NOTE"
+  echo "## Summary"
   echo
   echo "| scenario | target | measured | verdict |"
   echo "| --- | --- | --- | --- |"

@@ -9,7 +9,10 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("invigil: {e:#}");
-            std::process::ExitCode::from(2)
+            // Exit before the actor system is torn down: after a failed start (a port in use,
+            // bad settings) nothing is left to flush, and actors started for the server would
+            // only be dropped half-initialised.
+            std::process::exit(2)
         }
     }
 }

@@ -231,3 +231,19 @@ async fn the_demo_fills_the_dashboard_with_simulated_students() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_port_in_use_is_a_clear_error_not_a_panic() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["serve", "--bind", &addr])
+        .env("INVIGIL_JWT_SECRET", SECRET)
+        .current_dir(fresh_dir("taken"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("Address already in use"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
