@@ -136,20 +136,64 @@ pub fn status(quiz: &str, attempt: &str, sub: &str, user_status: &str, id: Value
     })
 }
 
-impl TestApp {
-    pub fn http(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+/// A server the tests talk to: one in this process ([`TestApp`]) or a process ([`Server`]).
+#[allow(async_fn_in_trait)]
+pub trait Endpoint {
+    /// `host:port` of the server.
+    fn host(&self) -> String;
+
+    fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.host(), path)
     }
 
     /// Open a socket with `token` in the query; panics if the upgrade is refused.
-    pub async fn connect(&self, token: &str) -> Client {
-        let url = format!("ws://{}/ws?token={token}", self.addr);
+    async fn connect(&self, token: &str) -> Client {
+        let url = format!("ws://{}/ws?token={token}", self.host());
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("upgrade accepted");
         Client { ws }
     }
 
+    /// A connected student, its `welcome` read.
+    async fn student(&self, quiz: &str, attempt: &str, sub: &str) -> Client {
+        let mut c = self.connect(&student_token(quiz, attempt, sub)).await;
+        assert_eq!(c.recv().await["type"], "welcome");
+        c
+    }
+
+    /// A connected proctor of `quizzes`, its `welcome` read.
+    async fn proctor(&self, quizzes: &[&str]) -> Client {
+        let mut c = self.connect(&proctor_token(quizzes)).await;
+        assert_eq!(c.recv().await["type"], "welcome");
+        c
+    }
+
+    /// A proctor subscribed to `quiz`, its ack and snapshot read; returns the snapshot.
+    async fn watching(&self, quiz: &str) -> (Client, Value) {
+        let mut p = self.proctor(&[quiz]).await;
+        p.send(json!({"type": "subscribe", "quiz_id": quiz, "id": "sub"}))
+            .await;
+        assert_eq!(p.recv().await, json!({"type": "ack", "id": "sub"}));
+        let snapshot = p.recv().await;
+        assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+        (p, snapshot)
+    }
+}
+
+impl Endpoint for TestApp {
+    fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Endpoint for Server {
+    fn host(&self) -> String {
+        self.addr.clone()
+    }
+}
+
+impl TestApp {
     /// Try to open a socket; the HTTP status of a refused upgrade.
     pub async fn try_connect(&self, url_tail: &str, bearer: Option<&str>) -> Result<Client, u16> {
         let auth = bearer.map(|t| format!("Bearer {t}"));
@@ -176,31 +220,6 @@ impl TestApp {
             Err(tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
             Err(e) => panic!("unexpected connect error: {e}"),
         }
-    }
-
-    /// A connected student, its `welcome` read.
-    pub async fn student(&self, quiz: &str, attempt: &str, sub: &str) -> Client {
-        let mut c = self.connect(&student_token(quiz, attempt, sub)).await;
-        assert_eq!(c.recv().await["type"], "welcome");
-        c
-    }
-
-    /// A connected proctor of `quizzes`, its `welcome` read.
-    pub async fn proctor(&self, quizzes: &[&str]) -> Client {
-        let mut c = self.connect(&proctor_token(quizzes)).await;
-        assert_eq!(c.recv().await["type"], "welcome");
-        c
-    }
-
-    /// A proctor subscribed to `quiz`, its ack and snapshot read; returns the snapshot.
-    pub async fn watching(&self, quiz: &str) -> (Client, Value) {
-        let mut p = self.proctor(&[quiz]).await;
-        p.send(json!({"type": "subscribe", "quiz_id": quiz, "id": "sub"}))
-            .await;
-        assert_eq!(p.recv().await, json!({"type": "ack", "id": "sub"}));
-        let snapshot = p.recv().await;
-        assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
-        (p, snapshot)
     }
 }
 
@@ -407,38 +426,6 @@ impl Server {
             addr,
             stdout: rx,
         }
-    }
-
-    pub fn http(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// Open a socket with `token`.
-    pub async fn connect(&self, token: &str) -> Client {
-        let url = format!("ws://{}/ws?token={token}", self.addr);
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("upgrade accepted");
-        Client { ws }
-    }
-
-    /// A connected student, its `welcome` read.
-    pub async fn student(&self, quiz: &str, attempt: &str, sub: &str) -> Client {
-        let mut c = self.connect(&student_token(quiz, attempt, sub)).await;
-        assert_eq!(c.recv().await["type"], "welcome");
-        c
-    }
-
-    /// A proctor subscribed to `quiz`, its welcome, ack and snapshot read; returns the snapshot.
-    pub async fn watching(&self, quiz: &str) -> (Client, Value) {
-        let mut p = self.connect(&proctor_token(&[quiz])).await;
-        assert_eq!(p.recv().await["type"], "welcome");
-        p.send(json!({"type": "subscribe", "quiz_id": quiz, "id": "sub"}))
-            .await;
-        assert_eq!(p.recv().await, json!({"type": "ack", "id": "sub"}));
-        let snapshot = p.recv().await;
-        assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
-        (p, snapshot)
     }
 
     /// The value of one metric line (`name{labels}`), 0 if absent.
