@@ -14,13 +14,14 @@ cd "$(dirname "$0")/.."
 
 declare -A SCENARIOS=(
   [instance-killed]="redis_cluster::a_killed_instance_has_its_students_reported_lost_once_within_15_seconds"
+  [killed-under-load]="instance_loss::a_killed_instance_under_traffic_loses_no_student_and_no_event"
   [redis-restart]="redis_cluster::a_redis_restart_pauses_cross_instance_traffic_and_it_resumes_within_5_seconds"
   [postgres-outage]="records::postgres_going_away_under_traffic_loses_no_event_and_duplicates_none"
   [rolling-restart]="redis_cluster::a_rolling_restart_shows_no_false_offline_and_loses_no_status"
   [slow-consumer]="limits::a_slow_proctor_is_closed_without_slowing_the_others"
   [cluster-restart]="dynamodb::statuses_are_coalesced_into_dynamodb_and_survive_a_cluster_restart"
 )
-ORDER=(instance-killed redis-restart postgres-outage rolling-restart slow-consumer cluster-restart)
+ORDER=(instance-killed killed-under-load redis-restart postgres-outage rolling-restart slow-consumer cluster-restart)
 chosen=("$@")
 [ ${#chosen[@]} -eq 0 ] && chosen=("${ORDER[@]}")
 

@@ -8,7 +8,9 @@
 //!   thread ([`db::DbWriter`] on a `SyncArbiter`).
 //! - **No event is lost.** A failed write is retried with backoff; while the database is away,
 //!   events wait in a bounded queue and, past its bound, in an append-only spool file on disk,
-//!   replayed in order when the database returns. On drain the queue is flushed before exit.
+//!   replayed in order when the database returns. The queue is mirrored in a journal file
+//!   ([`journal`]), so even a killed process (kill -9) leaves its queued events for the next
+//!   start of the instance to replay. On drain the queue is flushed before exit.
 //! - **No event is written twice.** Each event has a unique id; the write ignores an id
 //!   already present, so a retried batch adds only what was missing, and the attempt's
 //!   counters move only for events actually added.
@@ -16,6 +18,7 @@
 //!   snapshot after a restart lists every attempt with its last known status.
 
 pub mod db;
+pub mod journal;
 pub mod queue;
 pub mod schema;
 pub mod spool;

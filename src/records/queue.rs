@@ -5,7 +5,7 @@
 use std::{
     collections::VecDeque,
     path::Path,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use super::{
     db::{DbError, DbUrl, DbWriter, WriteBatch},
+    journal::Journal,
     spool::Spool,
     RecordEvent,
 };
@@ -36,6 +37,9 @@ pub struct RecordQueue {
     settings: RecordSettings,
     metrics: Arc<Metrics>,
     queue: VecDeque<RecordEvent>,
+    /// The journal number of each event in `queue`.
+    numbers: VecDeque<u64>,
+    journal: Arc<Mutex<Journal>>,
     spool: Spool,
     /// Events go to the spool (not the queue) until the spool is empty again, so they keep
     /// their order.
@@ -55,9 +59,10 @@ impl RecordQueue {
         }
     }
 
-    fn add_event(&mut self, event: RecordEvent, ctx: &mut Context<Self>) {
+    fn add_event(&mut self, event: RecordEvent, number: u64, ctx: &mut Context<Self>) {
         if !self.spooling && self.queue.len() < self.settings.queue_size {
             self.queue.push_back(event);
+            self.numbers.push_back(number);
         } else {
             if !self.spooling {
                 log::warn!(
@@ -68,7 +73,10 @@ impl RecordQueue {
             }
             self.spooling = true;
             match self.spool.append(std::slice::from_ref(&event)) {
-                Ok(()) => self.metrics.records_spooled(1),
+                Ok(()) => {
+                    self.metrics.records_spooled(1);
+                    self.settle([number]);
+                }
                 Err(e) => {
                     // The disk refused too: keep the event in memory rather than lose it.
                     log::error!(
@@ -76,12 +84,21 @@ impl RecordQueue {
                         self.settings.spool_path
                     );
                     self.queue.push_back(event);
+                    self.numbers.push_back(number);
                 }
             }
         }
         self.metrics
             .set_records_waiting(self.queue.len(), self.spool.waiting());
         self.pump(ctx);
+    }
+
+    /// Events now in the database or the spool leave the journal.
+    fn settle(&self, numbers: impl IntoIterator<Item = u64>) {
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = journal.settle(numbers) {
+            log::error!("journal {}.journal: {e}", self.settings.spool_path);
+        }
     }
 
     fn idle(&self) -> bool {
@@ -145,6 +162,8 @@ impl RecordQueue {
                 match source {
                     Source::Queue(n) => {
                         self.queue.drain(..n);
+                        let numbers: Vec<u64> = self.numbers.drain(..n).collect();
+                        self.settle(numbers);
                     }
                     Source::Spool { bytes, lines } => {
                         if let Err(e) = self.spool.commit(bytes, lines) {
@@ -199,7 +218,8 @@ impl Actor for RecordQueue {
 #[derive(Message)]
 #[rtype(result = "()")]
 enum Command {
-    Event(RecordEvent),
+    /// An event and its journal number.
+    Event(RecordEvent, u64),
     Status(Arc<StatusRecord>),
     Flush(oneshot::Sender<()>),
 }
@@ -209,7 +229,7 @@ impl Handler<Command> for RecordQueue {
 
     fn handle(&mut self, cmd: Command, ctx: &mut Self::Context) {
         match cmd {
-            Command::Event(e) => self.add_event(e, ctx),
+            Command::Event(e, n) => self.add_event(e, n, ctx),
             Command::Status(s) => self.add_status(s, ctx),
             Command::Flush(done) => {
                 self.flushes.push(done);
@@ -219,10 +239,18 @@ impl Handler<Command> for RecordQueue {
     }
 }
 
+/// The journal lives beside the spool: `<records.spool_path>.journal`.
+fn journal_path(spool: &Path) -> std::path::PathBuf {
+    let mut name = spool.as_os_str().to_os_string();
+    name.push(".journal");
+    name.into()
+}
+
 /// The handle routing uses: every call returns at once.
 #[derive(Clone)]
 pub struct Recorder {
     queue: Addr<RecordQueue>,
+    journal: Arc<Mutex<Journal>>,
 }
 
 impl Recorder {
@@ -238,8 +266,21 @@ impl Recorder {
             Ok(_) => {}
             Err(e) => log::warn!("{e}; events will wait for it"),
         }
-        let spool = Spool::open(Path::new(&settings.spool_path))
-            .map_err(|e| anyhow::anyhow!("records.spool_path {}: {e}", settings.spool_path))?;
+        let spool_path = Path::new(&settings.spool_path);
+        let failed =
+            |e: std::io::Error| anyhow::anyhow!("records.spool_path {}: {e}", settings.spool_path);
+        let mut spool = Spool::open(spool_path).map_err(failed)?;
+        let (mut journal, left) = Journal::open(&journal_path(spool_path)).map_err(failed)?;
+        if !left.is_empty() {
+            // The previous run was killed with these events queued: the spool replays them.
+            log::warn!(
+                "{} events queued by a run that did not stop cleanly: replaying them",
+                left.len()
+            );
+            spool.append(&left).map_err(failed)?;
+            journal.clear().map_err(failed)?;
+        }
+        let journal = Arc::new(Mutex::new(journal));
         let writer_url = url.clone();
         let writer = SyncArbiter::start(1, move || DbWriter::new(writer_url.clone()));
         let queue = RecordQueue {
@@ -247,6 +288,8 @@ impl Recorder {
             settings: settings.clone(),
             metrics,
             queue: VecDeque::new(),
+            numbers: VecDeque::new(),
+            journal: journal.clone(),
             spool,
             spooling: false,
             statuses: Coalescer::new(Duration::from_millis(settings.status_interval_ms)),
@@ -256,11 +299,18 @@ impl Recorder {
             flushes: Vec::new(),
         }
         .start();
-        Ok(Recorder { queue })
+        Ok(Recorder { queue, journal })
     }
 
+    /// Take an event: it is in the journal on disk when this returns, so routing may
+    /// acknowledge what caused it.
     pub fn event(&self, event: RecordEvent) {
-        self.queue.do_send(Command::Event(event));
+        let number = self
+            .journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(&event);
+        self.queue.do_send(Command::Event(event, number));
     }
 
     pub fn status(&self, status: Arc<StatusRecord>) {

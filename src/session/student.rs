@@ -72,6 +72,26 @@ impl StudentSession {
             && data.text("student_id").as_deref() == Some(self.identity.student.as_str())
     }
 
+    /// Hand `msg` to the registry; acknowledge it once the registry has routed it (and the
+    /// record of what it changed is in the journal), so an acknowledged status survives even
+    /// a killed process. Without an `id` there is nothing to wait for.
+    fn routed_then_ack<M>(&mut self, msg: M, id: Option<MessageId>, ctx: &mut Context<Self>)
+    where
+        M: Message<Result = ()> + Send + 'static,
+        SessionRegistry: Handler<M>,
+    {
+        let Some(id) = id else {
+            return self.registry.do_send(msg);
+        };
+        let routed = self.registry.send(msg);
+        ctx.spawn(routed.into_actor(self).map(move |result, act, ctx| {
+            // An error means the registry is gone: the server is stopping, nothing to ack.
+            if result.is_ok() {
+                socket::ack(act, ctx, Some(&id));
+            }
+        }));
+    }
+
     fn forbidden(&mut self, ctx: &mut Context<Self>, id: Option<&MessageId>, what: &str) {
         socket::refuse(
             self,
@@ -150,22 +170,22 @@ impl SocketActor for StudentSession {
                         "quiz_id, quiz_attempt_id and student_id must match the token",
                     );
                 }
-                self.registry.do_send(StudentReport {
+                let report = StudentReport {
                     key: self.identity.key.clone(),
                     connection: self.connection.clone(),
                     data,
                     received,
-                });
-                socket::ack(self, ctx, id.as_ref());
+                };
+                self.routed_then_ack(report, id, ctx);
             }
             Inbound::ToProctor { id, text } => {
-                self.registry.do_send(StudentChat {
+                let chat = StudentChat {
                     key: self.identity.key.clone(),
                     student: self.identity.student.clone(),
                     name: self.identity.name.clone(),
                     text,
-                });
-                socket::ack(self, ctx, id.as_ref());
+                };
+                self.routed_then_ack(chat, id, ctx);
             }
             Inbound::Ping { id } => socket::pong(self, ctx, id.as_ref()),
             Inbound::Subscribe { id, .. } => self.forbidden(ctx, id.as_ref(), "subscribe"),

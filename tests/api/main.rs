@@ -7,6 +7,7 @@ mod drain;
 mod dynamodb;
 mod helpers;
 mod http;
+mod instance_loss;
 mod limits;
 mod liveness;
 mod process;

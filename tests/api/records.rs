@@ -142,14 +142,14 @@ async fn the_embedded_default_keeps_records_and_snapshots_across_a_restart() {
 }
 
 /// A TCP proxy to PostgreSQL that a test can cut and restore, as a network outage would.
-struct Proxy {
-    port: u16,
+pub struct Proxy {
+    pub port: u16,
     up: Arc<AtomicBool>,
 }
 
 impl Proxy {
     /// The proxy runs on a thread of its own, so it serves while the test thread blocks.
-    fn start(target: u16) -> Proxy {
+    pub fn start(target: u16) -> Proxy {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let port = std_listener.local_addr().unwrap().port();
@@ -191,12 +191,13 @@ impl Proxy {
         Proxy { port, up }
     }
 
-    fn set(&self, up: bool) {
+    pub fn set(&self, up: bool) {
         self.up.store(up, Ordering::SeqCst);
     }
 }
 
-fn create_database() -> String {
+/// A new empty PostgreSQL database of the test's own.
+pub fn create_database() -> String {
     let name = format!("invigil_test_{:08x}", rand::random::<u32>());
     let out = Command::new("psql")
         .args([
