@@ -89,6 +89,9 @@ pub struct AuthSettings {
     pub jwt_secret: Secret,
     /// Key for the LMS backend on the HTTP API; empty disables API-key access.
     pub api_key: Secret,
+    /// Credential `/metrics` asks for (`Authorization: Bearer`); empty leaves it open, for
+    /// deployments that keep it off the public network.
+    pub metrics_token: Secret,
     /// Seconds of clock skew tolerated on `exp` and `nbf`.
     pub leeway_secs: u64,
     /// When set, tokens must carry this `aud`.
@@ -138,6 +141,9 @@ pub struct LimitSettings {
     /// Frames waiting for a slow socket before it is closed (1013); statuses of the same
     /// attempt replace each other while waiting, so this counts distinct frames.
     pub outbox_frames: usize,
+    /// Bytes waiting for a slow socket before it is closed (1013); one frame larger than this
+    /// (a big snapshot) still goes to a socket with nothing waiting.
+    pub outbox_bytes: usize,
     /// Sockets one instance holds at most; past it upgrades get 503 (0 = no limit).
     pub max_connections: usize,
     /// Sockets from one client address at most; past it upgrades get 429 (0 = no limit).
@@ -226,6 +232,7 @@ trusted_proxies = []
 [auth]
 jwt_secret = ""
 api_key = ""
+metrics_token = ""
 leeway_secs = 30
 audience = ""
 issuer = ""
@@ -243,6 +250,7 @@ message_burst = 20.0
 max_strikes = 10
 max_subscriptions = 100
 outbox_frames = 4096
+outbox_bytes = 8388608
 max_connections = 19000
 max_connections_per_ip = 0
 handshakes_per_second = 2000.0
@@ -338,6 +346,7 @@ impl Settings {
         for (short, key) in [
             ("INVIGIL_JWT_SECRET", "auth.jwt_secret"),
             ("INVIGIL_API_KEY", "auth.api_key"),
+            ("INVIGIL_METRICS_TOKEN", "auth.metrics_token"),
         ] {
             if let Some((_, v)) = env.iter().find(|(k, _)| k == short) {
                 builder = builder.set_override(key, v.clone())?;
@@ -379,6 +388,10 @@ impl Settings {
         rule(
             self.limits.outbox_frames >= 16,
             "limits.outbox_frames must be at least 16",
+        )?;
+        rule(
+            self.limits.outbox_bytes >= 65536,
+            "limits.outbox_bytes must be at least 65536",
         )?;
         rule(
             self.redis.liveness_ttl_ms >= 2 * self.redis.liveness_interval_ms

@@ -190,6 +190,8 @@ impl Application {
         let state = web::Data::new(AppState {
             verifier: Verifier::new(secret, &settings.auth)?,
             api_key: ApiKey::new(&settings.auth.api_key),
+            metrics_token: (!settings.auth.metrics_token.is_empty())
+                .then(|| ApiKey::new(&settings.auth.metrics_token)),
             registry: registry.clone(),
             store: backends.store.clone(),
             bridge: backends.bridge,

@@ -931,27 +931,38 @@ impl Waiting {
             Waiting::Close => format!("Close(1013, {:?})", "bye"),
         }
     }
+
+    /// What it weighs against the outbox's byte limit.
+    fn bytes(&self) -> usize {
+        match self {
+            Waiting::Status(_, frame) => frame.len(),
+            Waiting::Close => "bye".len(),
+        }
+    }
 }
 
 proptest! {
     #![proptest_config(config(256))]
 
-    /// The outbox never holds more than its limit of frames (a close frame aside, which is
-    /// never refused), keeps only the latest status of each attempt, in the place of the
-    /// first, and writes in order.
+    /// The outbox never holds more than its limit of frames nor (past its first frame) of
+    /// bytes, a close frame aside, which is never refused; keeps only the latest status of
+    /// each attempt, in the place of the first; and writes in order.
     #[test]
     fn outbox_is_bounded_and_keeps_the_latest_status_in_order(
         limit in 1usize..12,
+        max_bytes in 4usize..64,
         ops in prop::collection::vec(outbox_op(), 0..120),
     ) {
-        let mut outbox = Outbox::new(limit);
+        let mut outbox = Outbox::new(limit, max_bytes);
         let mut model: VecDeque<Waiting> = VecDeque::new();
         for (n, op) in ops.iter().enumerate() {
             match op {
                 OutboxOp::Status(a) => {
                     let frame = format!("a{a} #{n}");
                     let got = format!("{:?}", outbox.push_status(&attempt(*a), Frame::from(frame.clone())));
-                    let full = model.len() >= limit;
+                    let bytes: usize = model.iter().map(Waiting::bytes).sum();
+                    let full = model.len() >= limit
+                        || (!model.is_empty() && bytes + frame.len() > max_bytes);
                     let waiting = model.iter_mut().find(|w| matches!(w, Waiting::Status(x, _) if x == a));
                     let expected = match waiting {
                         Some(slot) => {
@@ -983,6 +994,7 @@ proptest! {
             }
             let closes = model.iter().filter(|w| **w == Waiting::Close).count();
             prop_assert_eq!(outbox.len(), model.len());
+            prop_assert_eq!(outbox.bytes(), model.iter().map(Waiting::bytes).sum::<usize>());
             prop_assert!(outbox.len() <= limit + closes, "{} frames, limit {}", outbox.len(), limit);
             prop_assert_eq!(outbox.is_empty(), model.is_empty());
             let mut attempts: Vec<u8> = model

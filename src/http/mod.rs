@@ -31,6 +31,8 @@ use crate::{
 pub struct AppState {
     pub verifier: Verifier,
     pub api_key: ApiKey,
+    /// `/metrics` asks for this when set.
+    pub metrics_token: Option<ApiKey>,
     pub registry: Addr<SessionRegistry>,
     pub store: Arc<dyn StatusStore>,
     pub bridge: Arc<dyn Bridge>,

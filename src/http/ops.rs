@@ -1,6 +1,6 @@
 //! Endpoints for load balancers and monitoring: `/healthz`, `/readyz`, `/metrics`.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
 
 use super::AppState;
 
@@ -28,8 +28,24 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// The Prometheus text exposition.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+/// The Prometheus text exposition; with `auth.metrics_token` set, for its bearer only.
+pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(token) = &state.metrics_token {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            });
+        if !presented.is_some_and(|p| token.matches(p.trim())) {
+            return HttpResponse::Unauthorized()
+                .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\""))
+                .content_type("text/plain")
+                .body("/metrics needs auth.metrics_token as Authorization: Bearer\n");
+        }
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -9,8 +9,9 @@
 //! A socket that cannot take its traffic as fast as it comes does not grow memory without
 //! bound and does not slow anyone else: while a status of an attempt waits in the outbox, a
 //! newer status of the same attempt replaces it (the dashboard would drop the older one by its
-//! `seq` anyway); when the outbox still holds `limits.outbox_frames` frames, the socket is
-//! closed with 1013 (try again later) and its client reconnects and resyncs from a snapshot.
+//! `seq` anyway); when the outbox still holds `limits.outbox_frames` frames or
+//! `limits.outbox_bytes` bytes, the socket is closed with 1013 (try again later) and its
+//! client reconnects and resyncs from a snapshot.
 
 mod outbox;
 mod proctor;

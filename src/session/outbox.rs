@@ -1,6 +1,8 @@
 //! The frames waiting for one socket, with the slow-consumer policy of the module above:
 //! a status replaces a waiting status of the same attempt, and the outbox refuses frames past
-//! its limit.
+//! its limits: a number of frames, and bytes. One frame larger than the byte limit still goes
+//! to a socket with nothing waiting (a snapshot of a big quiz), so the bound is the larger of
+//! the two.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -27,6 +29,9 @@ pub struct Outbox {
     /// How many entries have left the front of the queue, ever.
     popped: u64,
     limit: usize,
+    /// Bytes of text waiting, and the most allowed.
+    bytes: usize,
+    max_bytes: usize,
 }
 
 /// The outbox is full: the socket cannot keep up.
@@ -42,13 +47,20 @@ pub enum Pushed {
 }
 
 impl Outbox {
-    pub fn new(limit: usize) -> Self {
+    pub fn new(limit: usize, max_bytes: usize) -> Self {
         Outbox {
             queue: VecDeque::new(),
             waiting_status: HashMap::new(),
             popped: 0,
             limit,
+            bytes: 0,
+            max_bytes,
         }
+    }
+
+    /// Bytes of text waiting.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -60,9 +72,12 @@ impl Outbox {
     }
 
     pub fn push(&mut self, item: Outgoing) -> Result<Pushed, Full> {
-        if self.queue.len() >= self.limit {
+        let size = size(&item);
+        let over_bytes = !self.queue.is_empty() && self.bytes + size > self.max_bytes;
+        if self.queue.len() >= self.limit || over_bytes {
             return Err(Full);
         }
+        self.bytes += size;
         self.queue.push_back(item);
         Ok(Pushed::Queued)
     }
@@ -74,7 +89,9 @@ impl Outbox {
                 .checked_sub(self.popped)
                 .and_then(|i| self.queue.get_mut(i as usize))
             {
-                *slot = Outgoing::Text(frame);
+                let new = Outgoing::Text(frame);
+                self.bytes = self.bytes - size(slot) + size(&new);
+                *slot = new;
                 return Ok(Pushed::Replaced);
             }
         }
@@ -86,14 +103,16 @@ impl Outbox {
 
     /// Queue the close frame after everything waiting; it is never refused.
     pub fn push_close(&mut self, code: u16, reason: &str) {
-        self.queue
-            .push_back(Outgoing::Close(code, reason.to_string()));
+        let close = Outgoing::Close(code, reason.to_string());
+        self.bytes += size(&close);
+        self.queue.push_back(close);
     }
 
     /// Take up to `max` entries from the front, to write.
     pub fn take(&mut self, max: usize) -> Vec<Outgoing> {
         let n = max.min(self.queue.len());
         let batch: Vec<Outgoing> = self.queue.drain(..n).collect();
+        self.bytes -= batch.iter().map(size).sum::<usize>();
         self.popped += n as u64;
         if !self.waiting_status.is_empty() {
             let popped = self.popped;
@@ -108,6 +127,17 @@ impl Outbox {
         self.popped += self.queue.len() as u64;
         self.queue.clear();
         self.waiting_status.clear();
+        self.bytes = 0;
+    }
+}
+
+/// What an entry weighs against the byte limit.
+fn size(item: &Outgoing) -> usize {
+    match item {
+        Outgoing::Text(frame) => frame.len(),
+        Outgoing::Ping => 0,
+        Outgoing::Pong(payload) => payload.len(),
+        Outgoing::Close(_, reason) => reason.len(),
     }
 }
 
@@ -129,7 +159,7 @@ mod tests {
 
     #[test]
     fn a_waiting_status_is_replaced_in_place() {
-        let mut o = Outbox::new(16);
+        let mut o = Outbox::new(16, 1 << 20);
         o.push(text("welcome")).unwrap();
         o.push_status(&key("a1"), Frame::from_static("a1 v1"))
             .unwrap();
@@ -153,7 +183,7 @@ mod tests {
 
     #[test]
     fn replacement_tracks_positions_across_partial_takes() {
-        let mut o = Outbox::new(16);
+        let mut o = Outbox::new(16, 1 << 20);
         o.push(text("x")).unwrap();
         o.push(text("y")).unwrap();
         o.push_status(&key("a1"), Frame::from_static("a1 v1"))
@@ -166,7 +196,7 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_by_distinct_frames() {
-        let mut o = Outbox::new(16);
+        let mut o = Outbox::new(16, 1 << 20);
         // A thousand updates of the same ten attempts fit in ten slots.
         for i in 0..1000 {
             let a = format!("a{}", i % 10);
@@ -187,5 +217,27 @@ mod tests {
             o.push_status(&key("a3"), Frame::from_static("a3 last")),
             Ok(Pushed::Replaced)
         );
+    }
+
+    #[test]
+    fn bytes_are_bounded_but_one_large_frame_still_goes() {
+        let mut o = Outbox::new(16, 10);
+        let big = "s".repeat(25);
+        o.push(Outgoing::Text(Frame::from(big.clone()))).unwrap();
+        assert_eq!(o.bytes(), 25);
+        assert_eq!(o.push(text("x")), Err(Full), "over the bytes behind it");
+        o.take(1);
+        assert_eq!(o.bytes(), 0);
+        o.push_status(&key("a1"), Frame::from_static("12345"))
+            .unwrap();
+        o.push(text("1234")).unwrap();
+        assert_eq!(o.push(text("12")), Err(Full));
+        // A replacement counts its own size, not the one it replaced.
+        o.push_status(&key("a1"), Frame::from_static("1")).unwrap();
+        assert_eq!(o.bytes(), 5);
+        o.push(text("1234")).unwrap();
+        assert_eq!(o.bytes(), 9);
+        o.clear();
+        assert_eq!(o.bytes(), 0);
     }
 }

@@ -48,7 +48,7 @@ impl Socket {
         let limits = &shared.limits;
         Socket {
             session,
-            outbox: Outbox::new(limits.outbox_frames),
+            outbox: Outbox::new(limits.outbox_frames, limits.outbox_bytes),
             writing: false,
             closing: false,
             last_heard: Instant::now(),

@@ -2,6 +2,8 @@
 
 use serde_json::{json, Value};
 
+use invigil::config::Secret;
+
 use crate::helpers::*;
 
 #[actix_rt::test]
@@ -33,6 +35,24 @@ async fn health_readiness_and_metrics() {
     ] {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }
+}
+
+#[actix_rt::test]
+async fn metrics_ask_for_their_token_when_one_is_set() {
+    let app = spawn_app_with(|s| s.auth.metrics_token = Secret::new("scrape-me")).await;
+    let url = app.http("/metrics");
+    assert_eq!(get(&url, None).await.0, 401);
+    assert_eq!(get(&url, Some("wrong")).await.0, 401);
+    assert_eq!(
+        get(&url, Some(API_KEY)).await.0,
+        401,
+        "the API key is not the token"
+    );
+    let (code, text) = get(&url, Some("scrape-me")).await;
+    assert_eq!(code, 200);
+    assert!(text.contains("# TYPE invigil_connections gauge"), "{text}");
+    // Health checks stay open for load balancers.
+    assert_eq!(get(&app.http("/readyz"), None).await.0, 200);
 }
 
 #[actix_rt::test]

@@ -108,10 +108,22 @@ async fn a_sustained_ten_per_second_is_never_limited() {
 
 #[actix_rt::test]
 async fn a_slow_proctor_is_closed_without_slowing_the_others() {
+    a_slow_proctor_is_closed(|s| s.limits.outbox_frames = 64).await;
+}
+
+#[actix_rt::test]
+async fn a_slow_proctor_is_closed_past_its_outbox_bytes() {
+    // Frames are many to spare (4,096); the bytes (64 chat lines of 4 KB) are the bound.
+    a_slow_proctor_is_closed(|s| s.limits.outbox_bytes = 64 * 4096).await;
+}
+
+/// A proctor that stops reading while a student floods the quiz with chat lines is closed
+/// with 1013 by the outbox limit that `tweak` sets; a proctor that reads gets every line.
+async fn a_slow_proctor_is_closed(tweak: impl FnOnce(&mut invigil::config::Settings)) {
     let app = spawn_app_with(|s| {
-        s.limits.outbox_frames = 64;
         s.limits.messages_per_second = 1e6;
         s.limits.message_burst = 1e6;
+        tweak(s);
     })
     .await;
     let (mut slow, _) = app.watching("q1").await;
