@@ -266,7 +266,7 @@ max_pending = 100000
 
 [records]
 url = "sqlite://invigil-data/records.db"
-queue_size = 10000
+queue_size = 50000
 batch_size = 500
 spool_path = "invigil-data/spool.jsonl"
 status_interval_ms = 30000

@@ -200,6 +200,7 @@ impl Application {
                 limits: settings.limits.clone(),
                 heartbeat: settings.heartbeat.clone(),
                 metrics: metrics.clone(),
+                ack_after_routing: backends.records.is_some(),
             }),
             metrics: metrics.clone(),
             draining: draining.clone(),

@@ -65,7 +65,9 @@ pub fn connect(
         .redis_settings()
         .clone()
         .set_protocol(redis::ProtocolVersion::RESP3);
-    let info = info.set_redis_settings(resp3);
+    // Statuses go out one small write at a time: no Nagle delay on them.
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    let info = info.set_redis_settings(resp3).set_tcp_settings(tcp);
     let client = if settings.tls_ca_file.is_empty() {
         redis::Client::open(info)?
     } else {

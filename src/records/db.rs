@@ -70,6 +70,10 @@ impl DbUrl {
     }
 }
 
+/// Rows one statement writes at most: 16 columns each stays under every backend's limit of
+/// bound parameters.
+const ROWS_PER_STATEMENT: usize = 500;
+
 /// An open connection.
 pub enum Db {
     Postgres(PgConnection),
@@ -88,7 +92,11 @@ macro_rules! on {
 
 /// A row of `attempts`.
 #[derive(Debug, Clone, PartialEq, Queryable, Insertable, AsChangeset, Serialize)]
-#[diesel(table_name = attempts, treat_none_as_null = true)]
+#[diesel(
+    table_name = attempts,
+    treat_none_as_null = true,
+    treat_none_as_default_value = false
+)]
 pub struct AttemptRow {
     pub quiz_id: String,
     pub attempt_id: String,
@@ -182,7 +190,7 @@ impl AttemptRow {
 }
 
 #[derive(Queryable, Insertable)]
-#[diesel(table_name = events)]
+#[diesel(table_name = events, treat_none_as_default_value = false)]
 struct EventRow {
     event_id: String,
     quiz_id: String,
@@ -276,45 +284,68 @@ impl Db {
         batch: &[RecordEvent],
         statuses: &[Arc<StatusRecord>],
     ) -> Result<usize, DbError> {
+        // A few statements per batch, whatever its size: the events in multi-row inserts that
+        // name the ones actually added, one read of the attempts they touch, and one upsert of
+        // each changed attempt row.
         let added = on!(self, c => c.transaction::<usize, diesel::result::Error, _>(|c| {
-            let mut added = 0;
-            for e in batch {
-                let n = diesel::insert_into(events::table)
-                    .values(EventRow::from(e))
+            let mut new_ids = std::collections::HashSet::new();
+            for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+                let rows: Vec<EventRow> = chunk.iter().map(EventRow::from).collect();
+                let ids: Vec<String> = diesel::insert_into(events::table)
+                    .values(&rows)
                     .on_conflict_do_nothing()
-                    .execute(c)?;
-                if n == 0 || e.attempt_id == "*" {
-                    continue; // already recorded, or a message to the whole quiz
+                    .returning(events::event_id)
+                    .get_results(c)?;
+                new_ids.extend(ids);
+            }
+            let added: Vec<&RecordEvent> = batch
+                .iter()
+                // `remove`: an event twice in one batch (a replay) counts once.
+                .filter(|e| new_ids.remove(&e.event_id) && e.attempt_id != "*")
+                .collect();
+            let touched = added
+                .iter()
+                .map(|e| (e.quiz_id.as_str(), e.attempt_id.as_str()))
+                .chain(statuses.iter().map(|s| (s.key.quiz.as_str(), s.key.attempt.as_str())));
+            let mut by_quiz: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+                Default::default();
+            for (quiz, attempt) in touched {
+                by_quiz.entry(quiz).or_default().insert(attempt);
+            }
+            let mut rows = std::collections::HashMap::new();
+            for (quiz, of_quiz) in by_quiz {
+                let of_quiz: Vec<&str> = of_quiz.into_iter().collect();
+                for chunk in of_quiz.chunks(ROWS_PER_STATEMENT) {
+                    let found: Vec<AttemptRow> = attempts::table
+                        .filter(attempts::quiz_id.eq(quiz))
+                        .filter(attempts::attempt_id.eq_any(chunk))
+                        .load(c)?;
+                    for row in found {
+                        rows.insert((row.quiz_id.clone(), row.attempt_id.clone()), row);
+                    }
                 }
-                added += 1;
-                let mut row = attempts::table
-                    .find((&e.quiz_id, &e.attempt_id))
-                    .first::<AttemptRow>(c)
-                    .optional()?
-                    .unwrap_or_else(|| {
+            }
+            let mut changed = std::collections::BTreeSet::new();
+            for e in &added {
+                let key = (e.quiz_id.clone(), e.attempt_id.clone());
+                rows.entry(key.clone())
+                    .or_insert_with(|| {
                         AttemptRow::new(&e.quiz_id, &e.attempt_id, e.student_id.as_deref(), e.server_time as i64)
-                    });
-                row.apply(e);
-                diesel::insert_into(attempts::table)
-                    .values(&row)
-                    .on_conflict((attempts::quiz_id, attempts::attempt_id))
-                    .do_update()
-                    .set(&row)
-                    .execute(c)?;
+                    })
+                    .apply(e);
+                changed.insert(key);
             }
             for s in statuses {
-                let (quiz, attempt) = (s.key.quiz.as_str(), s.key.attempt.as_str());
-                let kept = attempts::table
-                    .find((quiz, attempt))
-                    .first::<AttemptRow>(c)
-                    .optional()?;
+                let key = (s.key.quiz.to_string(), s.key.attempt.to_string());
                 let seq = s.seq as i64;
-                if kept.as_ref().is_some_and(|k| k.seq >= seq) {
+                if rows.get(&key).is_some_and(|kept| kept.seq >= seq) {
                     continue;
                 }
                 let at = s.last_seen as i64;
-                let student = s.fields.text("student_id");
-                let mut row = kept.unwrap_or_else(|| AttemptRow::new(quiz, attempt, student.as_deref(), at));
+                let row = rows.entry(key.clone()).or_insert_with(|| {
+                    let student = s.fields.text("student_id");
+                    AttemptRow::new(&key.0, &key.1, student.as_deref(), at)
+                });
                 row.seq = seq;
                 row.status_json = Some(s.to_stored_json());
                 row.last_status = s.user_status.as_str().to_string();
@@ -323,14 +354,35 @@ impl Db {
                 if let Some(name) = s.fields.text("student_name") {
                     row.student_name = Some(name);
                 }
+                changed.insert(key);
+            }
+            let changed: Vec<&AttemptRow> = changed.iter().filter_map(|k| rows.get(k)).collect();
+            for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+                use diesel::upsert::excluded;
+                use attempts::dsl as a;
                 diesel::insert_into(attempts::table)
-                    .values(&row)
-                    .on_conflict((attempts::quiz_id, attempts::attempt_id))
+                    .values(chunk.iter().copied().cloned().collect::<Vec<_>>())
+                    .on_conflict((a::quiz_id, a::attempt_id))
                     .do_update()
-                    .set(&row)
+                    .set((
+                        a::student_id.eq(excluded(a::student_id)),
+                        a::student_name.eq(excluded(a::student_name)),
+                        a::first_seen.eq(excluded(a::first_seen)),
+                        a::last_seen.eq(excluded(a::last_seen)),
+                        a::last_status.eq(excluded(a::last_status)),
+                        a::connected.eq(excluded(a::connected)),
+                        a::away_count.eq(excluded(a::away_count)),
+                        a::away_since.eq(excluded(a::away_since)),
+                        a::total_away_ms.eq(excluded(a::total_away_ms)),
+                        a::disconnect_count.eq(excluded(a::disconnect_count)),
+                        a::final_score.eq(excluded(a::final_score)),
+                        a::submitted_at.eq(excluded(a::submitted_at)),
+                        a::seq.eq(excluded(a::seq)),
+                        a::status_json.eq(excluded(a::status_json)),
+                    ))
                     .execute(c)?;
             }
-            Ok(added)
+            Ok(added.len())
         }))?;
         Ok(added)
     }
@@ -571,8 +623,27 @@ pub(crate) mod conformance {
         // An older status does not replace a newer one.
         db.write(&[], &[Arc::new(s3.clone())]).unwrap();
 
+        // A replayed batch: an event already written, and another attempt's events with one
+        // of them twice. Each counts once.
+        let other = report(
+            None,
+            "a2",
+            r#"{"student_id":"s2","user_status":"away"}"#,
+            8_000,
+        );
+        let theirs = status_events(&ids, None, &other);
+        assert_eq!(theirs.len(), 2, "connected, away");
+        let replay = [
+            events[1].clone(),
+            theirs[0].clone(),
+            theirs[1].clone(),
+            theirs[1].clone(),
+        ];
+        assert_eq!(db.write(&replay, &[]).unwrap(), 2);
         let rows = db.attempts("q1").unwrap();
-        assert_eq!(rows.len(), 1);
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[1].attempt_id.as_str(), rows[1].away_count), ("a2", 1));
+        assert!(rows[1].connected);
         let row = &rows[0];
         assert_eq!(row.student_id, "s1");
         assert_eq!(row.away_count, 1);
@@ -596,7 +667,8 @@ pub(crate) mod conformance {
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(all, events, "every event, once, in order");
+        assert_eq!(all[..events.len()], events, "every event, once, in order");
+        assert_eq!(all.len(), events.len() + 2);
         let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
         assert!(kinds.contains(&"away") && kinds.contains(&"back") && kinds.contains(&"submitted"));
         let window = db

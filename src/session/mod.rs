@@ -37,6 +37,9 @@ pub struct SessionContext {
     pub limits: LimitSettings,
     pub heartbeat: HeartbeatSettings,
     pub metrics: Arc<Metrics>,
+    /// Records are kept: a student's message is acknowledged once the registry has routed it
+    /// and journaled its events, not as soon as it is handed over.
+    pub ack_after_routing: bool,
 }
 
 /// A token bucket: `rate` messages per second sustained, `burst` at once.

@@ -72,16 +72,21 @@ impl StudentSession {
             && data.text("student_id").as_deref() == Some(self.identity.student.as_str())
     }
 
-    /// Hand `msg` to the registry; acknowledge it once the registry has routed it (and the
-    /// record of what it changed is in the journal), so an acknowledged status survives even
-    /// a killed process. Without an `id` there is nothing to wait for.
+    /// Hand `msg` to the registry and acknowledge it. When records are kept, the ack waits
+    /// until the registry has routed it and its events are in the journal, so an
+    /// acknowledged status survives even a killed process; otherwise (or without an `id`)
+    /// there is nothing to wait for.
     fn routed_then_ack<M>(&mut self, msg: M, id: Option<MessageId>, ctx: &mut Context<Self>)
     where
         M: Message<Result = ()> + Send + 'static,
         SessionRegistry: Handler<M>,
     {
-        let Some(id) = id else {
-            return self.registry.do_send(msg);
+        let id = match id {
+            Some(id) if self.socket.shared.ack_after_routing => id,
+            id => {
+                self.registry.do_send(msg);
+                return socket::ack(self, ctx, id.as_ref());
+            }
         };
         let routed = self.registry.send(msg);
         ctx.spawn(routed.into_actor(self).map(move |result, act, ctx| {
