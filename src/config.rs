@@ -186,6 +186,9 @@ pub struct RecordSettings {
     pub queue_size: usize,
     /// Events written per transaction.
     pub batch_size: usize,
+    /// Writes start at most this often (group commit): what arrives meanwhile goes in the
+    /// next transaction, unless a full batch is waiting. The journal keeps it safe meanwhile.
+    pub write_interval_ms: u64,
     /// The spool file: events past the queue's bound wait here, on disk.
     pub spool_path: String,
     /// A progress-only status of an attempt is written at most this often; a change of
@@ -268,6 +271,7 @@ max_pending = 100000
 url = "sqlite://invigil-data/records.db"
 queue_size = 50000
 batch_size = 500
+write_interval_ms = 100
 spool_path = "invigil-data/spool.jsonl"
 status_interval_ms = 30000
 

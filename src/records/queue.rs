@@ -46,6 +46,9 @@ pub struct RecordQueue {
     spooling: bool,
     statuses: Coalescer,
     writing: bool,
+    /// When the last write started, and whether a pump is set for when the interval passes.
+    last_write: Option<Instant>,
+    wake_set: bool,
     backoff: Duration,
     /// Waiting after a failure: no write until the backoff passes.
     resting: bool,
@@ -112,6 +115,23 @@ impl RecordQueue {
         }
         let flushing = !self.flushes.is_empty();
         let batch = self.settings.batch_size;
+        // Group commit: within the interval of the last write, wait for it to pass (unless a
+        // full batch waits or a flush is asked for); everything that came meanwhile goes in one
+        // transaction.
+        let interval = Duration::from_millis(self.settings.write_interval_ms);
+        let since = self.last_write.map(|at| at.elapsed());
+        if let Some(since) = since.filter(|s| *s < interval) {
+            if !flushing && self.queue.len() < batch {
+                if !self.wake_set {
+                    self.wake_set = true;
+                    ctx.run_later(interval - since, |act, ctx| {
+                        act.wake_set = false;
+                        act.pump(ctx);
+                    });
+                }
+                return;
+            }
+        }
         let statuses = self.statuses.take_due(Instant::now(), flushing, batch);
         let (events, source) = if !self.queue.is_empty() {
             let n = self.queue.len().min(batch);
@@ -137,6 +157,7 @@ impl RecordQueue {
             return;
         }
         self.writing = true;
+        self.last_write = Some(Instant::now());
         let write = self.writer.send(WriteBatch {
             events: Arc::new(events),
             statuses: statuses.clone(),
@@ -294,6 +315,8 @@ impl Recorder {
             spooling: false,
             statuses: Coalescer::new(Duration::from_millis(settings.status_interval_ms)),
             writing: false,
+            last_write: None,
+            wake_set: false,
             backoff: Duration::from_millis(100),
             resting: false,
             flushes: Vec::new(),
