@@ -73,7 +73,8 @@ async fn write_loop(
     mut records: mpsc::UnboundedReceiver<Arc<StatusRecord>>,
     metrics: Arc<Metrics>,
 ) {
-    // KEYS: the quiz hash. ARGV: attempt, seq, record, ttl. Keeps the higher seq.
+    // KEYS: the quiz hash. ARGV: attempt, seq, record. Keeps the higher seq. The expiry is
+    // renewed once per quiz per pipeline, outside the script.
     let set_if_newer = Script::new(
         r#"local cur = redis.call('HGET', KEYS[1], ARGV[1])
         if cur then
@@ -81,7 +82,6 @@ async fn write_loop(
           if seq and seq >= tonumber(ARGV[2]) then return 0 end
         end
         redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-        redis.call('EXPIRE', KEYS[1], ARGV[4])
         return 1"#,
     );
     let mut pending: HashMap<AttemptKey, Arc<StatusRecord>> = HashMap::new();
@@ -108,14 +108,19 @@ async fn write_loop(
         }
         metrics.set_store_pending(pending.len());
         let mut pipe = redis::pipe();
+        let mut hashes = std::collections::BTreeSet::new();
         for record in pending.values() {
-            let mut invocation = set_if_newer.key(RedisStore::hash(&prefix, &record.key.quiz));
+            let hash = RedisStore::hash(&prefix, &record.key.quiz);
+            let mut invocation = set_if_newer.key(&hash);
             invocation
                 .arg(record.key.attempt.as_str())
                 .arg(record.seq)
-                .arg(record.to_stored_json())
-                .arg(ttl_secs);
+                .arg(record.to_stored_json());
             pipe.invoke_script(&invocation).ignore();
+            hashes.insert(hash);
+        }
+        for hash in &hashes {
+            pipe.expire(hash, ttl_secs as i64).ignore();
         }
         match pipe.query_async::<()>(&mut conn).await {
             Ok(()) => {
@@ -287,6 +292,18 @@ mod tests {
             attempt: AttemptId::new("a1"),
         };
         assert_eq!(reader.latest(&key).await.unwrap().unwrap().seq, 2);
+        // The quiz's hash expires `redis.status_ttl_secs` after its last write.
+        let mut conn = writer.conn.clone();
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(RedisStore::hash(&prefix, &key.quiz))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let configured = Settings::defaults().redis.status_ttl_secs as i64;
+        assert!(
+            (configured - 5..=configured).contains(&ttl),
+            "TTL {ttl}, configured {configured}"
+        );
     }
 
     #[test]
