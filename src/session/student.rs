@@ -19,6 +19,7 @@ use crate::{
         status::{StatusFields, StatusRecord},
         ErrorCode, Frame, OfflineReason,
     },
+    records::EventFields,
     registry::{Connect, Disconnect, SessionRegistry, StudentChat, StudentReport},
 };
 
@@ -44,6 +45,8 @@ pub struct StudentSession {
     prior: Option<Arc<StatusRecord>>,
     /// Why the attempt goes offline when this socket stops; `None` when it was replaced.
     offline_reason: Option<OfflineReason>,
+    /// What the last status on this socket said in the fields that make events.
+    last_reported: Option<EventFields>,
 }
 
 impl StudentSession {
@@ -61,6 +64,7 @@ impl StudentSession {
             registry,
             prior,
             offline_reason: Some(OfflineReason::Disconnected),
+            last_reported: None,
         }
     }
 
@@ -72,17 +76,22 @@ impl StudentSession {
             && data.text("student_id").as_deref() == Some(self.identity.student.as_str())
     }
 
-    /// Hand `msg` to the registry and acknowledge it. When records are kept, the ack waits
-    /// until the registry has routed it and its events are in the journal, so an
-    /// acknowledged status survives even a killed process; otherwise (or without an `id`)
-    /// there is nothing to wait for.
-    fn routed_then_ack<M>(&mut self, msg: M, id: Option<MessageId>, ctx: &mut Context<Self>)
-    where
+    /// Hand `msg` to the registry and acknowledge it. When records are kept and `msg` may
+    /// make an event, the ack waits until the registry has routed it and its events are in
+    /// the journal, so an acknowledged event survives even a killed process; otherwise (or
+    /// without an `id`) there is nothing to wait for.
+    fn routed_then_ack<M>(
+        &mut self,
+        msg: M,
+        id: Option<MessageId>,
+        may_record: bool,
+        ctx: &mut Context<Self>,
+    ) where
         M: Message<Result = ()> + Send + 'static,
         SessionRegistry: Handler<M>,
     {
         let id = match id {
-            Some(id) if self.socket.shared.ack_after_routing => id,
+            Some(id) if may_record && self.socket.shared.ack_after_routing => id,
             id => {
                 self.registry.do_send(msg);
                 return socket::ack(self, ctx, id.as_ref());
@@ -175,13 +184,16 @@ impl SocketActor for StudentSession {
                         "quiz_id, quiz_attempt_id and student_id must match the token",
                     );
                 }
+                let fields = EventFields::of(&data);
+                let may_record = self.last_reported.as_ref() != Some(&fields);
+                self.last_reported = Some(fields);
                 let report = StudentReport {
                     key: self.identity.key.clone(),
                     connection: self.connection.clone(),
                     data,
                     received,
                 };
-                self.routed_then_ack(report, id, ctx);
+                self.routed_then_ack(report, id, may_record, ctx);
             }
             Inbound::ToProctor { id, text } => {
                 let chat = StudentChat {
@@ -190,7 +202,7 @@ impl SocketActor for StudentSession {
                     name: self.identity.name.clone(),
                     text,
                 };
-                self.routed_then_ack(chat, id, ctx);
+                self.routed_then_ack(chat, id, true, ctx);
             }
             Inbound::Ping { id } => socket::pong(self, ctx, id.as_ref()),
             Inbound::Subscribe { id, .. } => self.forbidden(ctx, id.as_ref(), "subscribe"),
