@@ -2,7 +2,8 @@
 # Fault scenarios against real services on this machine (Redis, PostgreSQL, the server as
 # separate processes), one summary line each. The same scenarios run, small, in the test
 # suite; here INVIGIL_CHAOS_SCALE (default 5) multiplies their students and traffic, and the
-# PostgreSQL outage lasts INVIGIL_CHAOS_OUTAGE_SECS (default 30) under steady traffic.
+# PostgreSQL and DynamoDB outages last INVIGIL_CHAOS_OUTAGE_SECS (default 30) under steady
+# traffic.
 #
 #   scripts/chaos.sh                 # every scenario
 #   scripts/chaos.sh rolling-restart redis-restart
@@ -17,11 +18,12 @@ declare -A SCENARIOS=(
   [killed-under-load]="instance_loss::a_killed_instance_under_traffic_loses_no_student_and_no_event"
   [redis-restart]="redis_cluster::a_redis_restart_pauses_cross_instance_traffic_and_it_resumes_within_5_seconds"
   [postgres-outage]="records::postgres_going_away_under_traffic_loses_no_event_and_duplicates_none"
+  [dynamodb-outage]="dynamodb::a_dynamodb_outage_under_traffic_loses_no_latest_status"
   [rolling-restart]="redis_cluster::a_rolling_restart_shows_no_false_offline_and_loses_no_status"
   [slow-consumer]="limits::a_slow_proctor_is_closed_without_slowing_the_others"
   [cluster-restart]="dynamodb::statuses_are_coalesced_into_dynamodb_and_survive_a_cluster_restart"
 )
-ORDER=(instance-killed killed-under-load redis-restart postgres-outage rolling-restart slow-consumer cluster-restart)
+ORDER=(instance-killed killed-under-load redis-restart postgres-outage dynamodb-outage rolling-restart slow-consumer cluster-restart)
 chosen=("$@")
 [ ${#chosen[@]} -eq 0 ] && chosen=("${ORDER[@]}")
 

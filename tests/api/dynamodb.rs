@@ -8,7 +8,7 @@ use std::{
 
 use serde_json::json;
 
-use crate::helpers::*;
+use crate::{helpers::*, records::Proxy};
 
 const ENDPOINT: &str = "http://127.0.0.1:5005";
 
@@ -126,4 +126,106 @@ async fn statuses_are_coalesced_into_dynamodb_and_survive_a_cluster_restart() {
     assert_eq!(offline["reason"], "instance_lost");
     assert_eq!(offline["away_count"], 1);
     assert_eq!(offline["question_answered"], 3);
+}
+
+#[actix_rt::test]
+async fn a_dynamodb_outage_under_traffic_loses_no_latest_status() {
+    let table = format!("invigil-test-{:08x}", rand::random::<u32>());
+    let prefix = format!("invigil-test-{:08x}", rand::random::<u32>());
+    let out = Command::new(BIN)
+        .args(["dynamodb", "create-table"])
+        .envs(env(&table, &prefix, "cli"))
+        .current_dir(fresh_dir("cli"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The instance reaches DynamoDB through a proxy the test cuts.
+    let proxy = Proxy::start(5005);
+    let mut through_proxy = env(&table, &prefix, "node-a");
+    for (k, v) in through_proxy.iter_mut() {
+        match k.as_str() {
+            "INVIGIL_DYNAMODB__ENDPOINT" => *v = format!("http://127.0.0.1:{}", proxy.port),
+            "INVIGIL_DYNAMODB__WRITE_INTERVAL_MS" => *v = "200".into(),
+            _ => {}
+        }
+    }
+    through_proxy.push(("INVIGIL_SERVER__DRAIN_TIMEOUT_MS".into(), "20000".into()));
+    let mut a = start(&through_proxy);
+    a.wait_ready(200, WAIT).await;
+    let (mut proctor, _) = a.watching("q1").await;
+    let n = 5 * chaos_scale();
+    let mut students = Vec::new();
+    for i in 0..n {
+        students.push(a.student("q1", &format!("a{i}"), &format!("s{i}")).await);
+    }
+
+    // DynamoDB goes away for the outage (INVIGIL_CHAOS_OUTAGE_SECS; in the test suite, as
+    // long as ten rounds take); every student keeps reporting, and the proctor sees it all.
+    proxy.set(false);
+    let outage = Duration::from_secs(
+        std::env::var("INVIGIL_CHAOS_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    );
+    let cut = Instant::now();
+    let mut rounds = 0u64;
+    while rounds < 10 || cut.elapsed() < outage {
+        rounds += 1;
+        let user_status = if rounds % 2 == 1 { "away" } else { "active" };
+        for (i, s) in students.iter_mut().enumerate() {
+            let mut m = status(
+                "q1",
+                &format!("a{i}"),
+                &format!("s{i}"),
+                user_status,
+                json!(rounds),
+            );
+            m["message"]["data"]["question_number_current"] = json!(rounds);
+            s.send(m).await;
+            assert_eq!(s.recv().await["type"], "ack");
+        }
+        // Routing is unaffected: the proctor gets every student's status of this round (seq 1
+        // was the connect).
+        let mut reached = std::collections::HashSet::new();
+        while reached.len() < n {
+            let v = proctor.recv_type("student_status").await;
+            if v["seq"] == 1 + rounds {
+                reached.insert(v["data"]["quiz_attempt_id"].as_str().unwrap().to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last_seq = 1 + rounds;
+    let deadline = Instant::now() + WAIT;
+    while a.metric("invigil_dynamodb_write_failures_total").await == 0.0 {
+        assert!(Instant::now() < deadline, "the writer notices the outage");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // DynamoDB comes back; the instance drains, writing what waited, and exits.
+    proxy.set(true);
+    assert!(Command::new("kill")
+        .args(["-TERM", &a.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(a.child.wait().unwrap().code(), Some(0));
+
+    // A new instance, on a Redis prefix of its own (nothing there), reads the quiz from
+    // DynamoDB: every attempt at its last status.
+    let fresh = format!("invigil-test-{:08x}", rand::random::<u32>());
+    let b = start(&env(&table, &fresh, "node-b"));
+    b.wait_ready(200, WAIT).await;
+    let (_, snapshot) = b.watching("q1").await;
+    let listed = snapshot["students"].as_array().unwrap();
+    assert_eq!(listed.len(), n, "{snapshot}");
+    for s in listed {
+        assert!(s["seq"].as_u64().unwrap() >= last_seq, "{s}");
+        assert_eq!(s["question_number_current"], rounds, "{s}");
+    }
 }
