@@ -34,6 +34,21 @@ fn env(table: &str, prefix: &str, id: &str) -> Vec<(String, String)> {
     .collect()
 }
 
+/// The operator's command creates the table.
+fn create_table(table: &str, prefix: &str) {
+    let out = Command::new(BIN)
+        .args(["dynamodb", "create-table"])
+        .envs(env(table, prefix, "cli"))
+        .current_dir(fresh_dir("cli"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn start(env: &[(String, String)]) -> Server {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Server::start(&env)
@@ -43,18 +58,7 @@ fn start(env: &[(String, String)]) -> Server {
 async fn statuses_are_coalesced_into_dynamodb_and_survive_a_cluster_restart() {
     let table = format!("invigil-test-{:08x}", rand::random::<u32>());
     let first_prefix = format!("invigil-test-{:08x}", rand::random::<u32>());
-    // The operator's command creates the table.
-    let out = Command::new(BIN)
-        .args(["dynamodb", "create-table"])
-        .envs(env(&table, &first_prefix, "cli"))
-        .current_dir(fresh_dir("cli"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    create_table(&table, &first_prefix);
 
     let (mut a, mut b) = (
         start(&env(&table, &first_prefix, "node-a")),
@@ -132,17 +136,7 @@ async fn statuses_are_coalesced_into_dynamodb_and_survive_a_cluster_restart() {
 async fn a_dynamodb_outage_under_traffic_loses_no_latest_status() {
     let table = format!("invigil-test-{:08x}", rand::random::<u32>());
     let prefix = format!("invigil-test-{:08x}", rand::random::<u32>());
-    let out = Command::new(BIN)
-        .args(["dynamodb", "create-table"])
-        .envs(env(&table, &prefix, "cli"))
-        .current_dir(fresh_dir("cli"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    create_table(&table, &prefix);
     // The instance reaches DynamoDB through a proxy the test cuts.
     let proxy = Proxy::start(5005);
     let mut through_proxy = env(&table, &prefix, "node-a");
@@ -166,12 +160,7 @@ async fn a_dynamodb_outage_under_traffic_loses_no_latest_status() {
     // DynamoDB goes away for the outage (INVIGIL_CHAOS_OUTAGE_SECS; in the test suite, as
     // long as ten rounds take); every student keeps reporting, and the proctor sees it all.
     proxy.set(false);
-    let outage = Duration::from_secs(
-        std::env::var("INVIGIL_CHAOS_OUTAGE_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-    );
+    let outage = chaos_outage();
     let cut = Instant::now();
     let mut rounds = 0u64;
     while rounds < 10 || cut.elapsed() < outage {

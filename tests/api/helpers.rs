@@ -474,6 +474,17 @@ pub fn make_certificate(dir: &std::path::Path) {
     );
 }
 
+/// How long an outage of a fault scenario lasts at least: 0 in the test suite (as long as its
+/// traffic takes), longer from `scripts/chaos.sh` (`INVIGIL_CHAOS_OUTAGE_SECS`).
+pub fn chaos_outage() -> Duration {
+    Duration::from_secs(
+        std::env::var("INVIGIL_CHAOS_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
 /// How much bigger the fault scenarios run: 1 in the test suite, more from
 /// `scripts/chaos.sh` (`INVIGIL_CHAOS_SCALE`).
 pub fn chaos_scale() -> usize {

@@ -245,12 +245,7 @@ async fn postgres_going_away_under_traffic_loses_no_event_and_duplicates_none() 
     // The outage lasts as long as the chaos script asks (INVIGIL_CHAOS_OUTAGE_SECS; in the
     // test suite, as long as the burst takes), with a transition every 50 ms throughout.
     proxy.set(false);
-    let outage = Duration::from_secs(
-        std::env::var("INVIGIL_CHAOS_OUTAGE_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-    );
+    let outage = chaos_outage();
     let cut = Instant::now();
     let mut toggles = 0;
     while toggles < 40 * chaos_scale() || cut.elapsed() < outage {
