@@ -217,18 +217,21 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-/// The credential of a request: `Authorization: Bearer X`, else `?token=X`.
-pub fn credential(req: &HttpRequest) -> Option<String> {
-    let header = req
-        .headers()
+/// The credential of `Authorization: Bearer X`, if the request has one.
+pub fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(|t| t.trim().to_string());
-    header.or_else(|| {
+        .map(str::trim)
+}
+
+/// The credential of a request: `Authorization: Bearer X`, else `?token=X`.
+pub fn credential(req: &HttpRequest) -> Option<String> {
+    bearer(req).map(str::to_string).or_else(|| {
         web::Query::<TokenQuery>::from_query(req.query_string())
             .ok()
             .and_then(|q| q.into_inner().token)

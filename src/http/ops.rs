@@ -31,15 +31,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// The Prometheus text exposition; with `auth.metrics_token` set, for its bearer only.
 pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if let Some(token) = &state.metrics_token {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            });
-        if !presented.is_some_and(|p| token.matches(p.trim())) {
+        if !super::bearer(&req).is_some_and(|p| token.matches(p)) {
             return HttpResponse::Unauthorized()
                 .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\""))
                 .content_type("text/plain")
