@@ -138,9 +138,18 @@ impl Journal {
     }
 }
 
+/// Where the journal of the spool at `spool` lives: `<spool>.journal`.
+pub fn beside(spool: &Path) -> PathBuf {
+    suffixed(spool, ".journal")
+}
+
 fn old_path(path: &Path) -> PathBuf {
+    suffixed(path, ".old")
+}
+
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
-    name.push(".old");
+    name.push(suffix);
     PathBuf::from(name)
 }
 

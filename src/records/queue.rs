@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use super::{
     db::{DbError, DbUrl, DbWriter, WriteBatch},
-    journal::Journal,
+    journal::{self, Journal},
     spool::Spool,
     RecordEvent,
 };
@@ -260,13 +260,6 @@ impl Handler<Command> for RecordQueue {
     }
 }
 
-/// The journal lives beside the spool: `<records.spool_path>.journal`.
-fn journal_path(spool: &Path) -> std::path::PathBuf {
-    let mut name = spool.as_os_str().to_os_string();
-    name.push(".journal");
-    name.into()
-}
-
 /// The handle routing uses: every call returns at once.
 #[derive(Clone)]
 pub struct Recorder {
@@ -291,7 +284,7 @@ impl Recorder {
         let failed =
             |e: std::io::Error| anyhow::anyhow!("records.spool_path {}: {e}", settings.spool_path);
         let mut spool = Spool::open(spool_path).map_err(failed)?;
-        let (mut journal, left) = Journal::open(&journal_path(spool_path)).map_err(failed)?;
+        let (mut journal, left) = Journal::open(&journal::beside(spool_path)).map_err(failed)?;
         if !left.is_empty() {
             // The previous run was killed with these events queued: the spool replays them.
             log::warn!(
