@@ -36,16 +36,11 @@ fn env(table: &str, prefix: &str, id: &str) -> Vec<(String, String)> {
 
 /// The operator's command creates the table.
 fn create_table(table: &str, prefix: &str) {
-    let out = Command::new(BIN)
-        .args(["dynamodb", "create-table"])
-        .envs(env(table, prefix, "cli"))
-        .current_dir(fresh_dir("cli"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        Command::new(BIN)
+            .args(["dynamodb", "create-table"])
+            .envs(env(table, prefix, "cli"))
+            .current_dir(fresh_dir("cli")),
     );
 }
 
@@ -69,14 +64,7 @@ async fn statuses_are_coalesced_into_dynamodb_and_survive_a_cluster_restart() {
     let (mut proctor, _) = a.watching("q1").await;
     let mut student = b.student("q1", "a1", "s1").await;
     // 3 s of one progress-only update every 100 ms, then one change that matters.
-    let started = Instant::now();
-    for i in 0..30u64 {
-        tokio::time::sleep_until((started + Duration::from_millis(100 * i)).into()).await;
-        let mut m = status("q1", "a1", "s1", "active", json!(i));
-        m["message"]["data"]["question_answered"] = json!(i);
-        student.send(m).await;
-        student.recv().await;
-    }
+    report_progress(&mut student, 30).await;
     student
         .send(status("q1", "a1", "s1", "away", json!("last")))
         .await;

@@ -300,6 +300,29 @@ impl Client {
     }
 }
 
+/// `count` progress-only statuses of q1/a1 (student s1), one every 100 ms, each acknowledged.
+pub async fn report_progress(student: &mut Client, count: u64) {
+    let started = Instant::now();
+    for i in 0..count {
+        tokio::time::sleep_until((started + Duration::from_millis(100 * i)).into()).await;
+        let mut m = status("q1", "a1", "s1", "active", json!(i));
+        m["message"]["data"]["question_answered"] = json!(i);
+        student.send(m).await;
+        student.recv().await;
+    }
+}
+
+/// Run a command to its end; its output, or a panic with its stderr if it failed.
+pub fn succeed(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().expect("the command starts");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A GET with an optional bearer credential.
 pub async fn get(url: &str, bearer: Option<&str>) -> (u16, String) {
     let mut req = awc::Client::default().get(url);
@@ -462,16 +485,7 @@ pub fn make_certificate(dir: &std::path::Path) {
         openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
         printf "subjectAltName=IP:127.0.0.1\n" > san.ext
         openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 1 -extfile san.ext 2>/dev/null"#;
-    let out = Command::new("bash")
-        .args(["-ec", script])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(Command::new("bash").args(["-ec", script]).current_dir(dir));
 }
 
 /// How long an outage of a fault scenario lasts at least: 0 in the test suite (as long as its

@@ -8,17 +8,12 @@ use std::{
 use crate::helpers::*;
 
 fn token(args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .arg("token")
-        .args(args)
-        .env("INVIGIL_JWT_SECRET", SECRET)
-        .current_dir(std::env::temp_dir())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed(
+        Command::new(BIN)
+            .arg("token")
+            .args(args)
+            .env("INVIGIL_JWT_SECRET", SECRET)
+            .current_dir(std::env::temp_dir()),
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }

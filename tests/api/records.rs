@@ -199,24 +199,16 @@ impl Proxy {
 /// A new empty PostgreSQL database of the test's own.
 pub fn create_database() -> String {
     let name = format!("invigil_test_{:08x}", rand::random::<u32>());
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-            &format!("CREATE DATABASE {name}"),
-        ])
-        .output()
-        .expect("psql is installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(Command::new("psql").args([
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-c",
+        &format!("CREATE DATABASE {name}"),
+    ]));
     name
 }
 
@@ -337,14 +329,7 @@ async fn progress_only_statuses_are_coalesced_per_interval() {
     let server = Server::start(&env);
     let mut student = server.student("q1", "a1", "s1").await;
     // 3 s of one progress-only update every 100 ms: 30 statuses, one attempt.
-    let started = Instant::now();
-    for i in 0..30u64 {
-        tokio::time::sleep_until((started + Duration::from_millis(100 * i)).into()).await;
-        let mut m = status("q1", "a1", "s1", "active", json!(i));
-        m["message"]["data"]["question_answered"] = json!(i);
-        student.send(m).await;
-        student.recv().await;
-    }
+    report_progress(&mut student, 30).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let writes = server.metric("invigil_record_statuses_written_total").await;
     // The connect and the first report change user_status (written at once); then at most one
