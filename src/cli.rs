@@ -240,13 +240,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if generated {
         welcome_newcomer(&secret, &app)?;
     }
-    let drainer = app.drainer();
-    actix_rt::spawn(async move {
-        wait_for_signal().await;
-        drainer.drain().await;
-    });
-    app.run_until_stopped().await?;
-    Ok(())
+    serve_until_signal(app).await
 }
 
 /// A single node with its own secret, in-memory state and simulated students.
@@ -269,13 +263,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         crate::demo::QUIZ,
         app.addr()
     );
-    let drainer = app.drainer();
-    actix_rt::spawn(async move {
-        wait_for_signal().await;
-        drainer.drain().await;
-    });
-    app.run_until_stopped().await?;
-    Ok(())
+    serve_until_signal(app).await
 }
 
 /// A 12-hour token of quiz `demo`, for a first look: a proctor's, or a student's of
@@ -312,6 +300,17 @@ fn welcome_newcomer(secret: &Secret, app: &Application) -> anyhow::Result<()> {
     println!("No JWT secret configured: this run signs with a random one.");
     println!("Proctor dashboard (quiz \"demo\"):\n  {base}/?token={proctor}");
     println!("Demo exam page (a student of quiz \"demo\"):\n  {base}/demo?token={student}");
+    Ok(())
+}
+
+/// Serve until SIGTERM or SIGINT, then drain and return.
+async fn serve_until_signal(app: Application) -> anyhow::Result<()> {
+    let drainer = app.drainer();
+    actix_rt::spawn(async move {
+        wait_for_signal().await;
+        drainer.drain().await;
+    });
+    app.run_until_stopped().await?;
     Ok(())
 }
 
