@@ -348,6 +348,20 @@ scenario_micro() {
   } >"$(fragment 10-micro)"
 }
 
+# The body of a traffic scenario's section: the load generator's report, each process's CPU
+# and RSS, the servers' metrics and the commands.
+traffic_details() {
+  local n=$1
+  report_md "$OUT/$n.json"
+  echo
+  procs_md "$OUT/$n.procs-before" "$OUT/$n.procs-after"
+  echo
+  echo "Server metrics after the run: $(tr '\n' ' ' <"$OUT/$n.metrics")"
+  echo
+  server_block "$n"
+  echo
+}
+
 scenario_original() {
   local n=original$SUFFIX
   local secs=${BENCH_ORIGINAL_SECS:-60}
@@ -363,14 +377,7 @@ scenario_original() {
     echo
     echo "Target: zero loss ($(yes_no test "$missing" -eq 0)); delivery p99 ≤ 5 ms ($(yes_no le "$p99" 5)). The original system reported 45 ms mean, 92 ms p95, 115 ms p99 on twelve 2-vCPU instances. $(busy_note "$f")"
     echo
-    report_md "$f"
-    echo
-    procs_md "$OUT/$n.procs-before" "$OUT/$n.procs-after"
-    echo
-    echo "Server metrics after the run: $(tr '\n' ' ' <"$OUT/$n.metrics")"
-    echo
-    server_block "$n"
-    echo
+    traffic_details "$n"
   } >"$(fragment "20-$n")"
   summary_row "20-$n" "| original: 1,000 students / 5 s, 2 instances | zero loss; p99 ≤ 5 ms | missing $missing; p99 $(fmt "$p99" 2) ms (p50 $(fmt "$(j .delivery.p50_ms "$f")" 2), mean $(fmt "$(j .delivery.mean_ms "$f")" 2)) | $(if [ "$missing" -eq 0 ] && le "$p99" 5; then echo met; else echo "not met"; fi) |"
 }
@@ -392,14 +399,7 @@ scenario_ten_thousand() {
     echo
     echo "Targets: zero loss ($(yes_no test "$missing" -eq 0)); delivery p99 ≤ 10 ms ($(yes_no le "$p99" 10)); both servers together under 0.5 CPU core ($(yes_no le "$cores" 0.5): $(fmt "$cores" 3) cores). $(busy_note "$f")"
     echo
-    report_md "$f"
-    echo
-    procs_md "$OUT/$n.procs-before" "$OUT/$n.procs-after"
-    echo
-    echo "Server metrics after the run: $(tr '\n' ' ' <"$OUT/$n.metrics")"
-    echo
-    server_block "$n"
-    echo
+    traffic_details "$n"
   } >"$(fragment "30-$n")"
   summary_row "30-$n" "| 10,000 students / 5 s (2,000 updates/s), 2 instances | zero loss; p99 ≤ 10 ms; servers < 0.5 core | missing $missing; p99 $(fmt "$p99" 2) ms; servers $(fmt "$cores" 3) cores | $(if [ "$missing" -eq 0 ] && le "$p99" 10 && le "$cores" 0.5; then echo met; else echo "not met"; fi) |"
   summary_row "35-cpu-per-1000$SUFFIX" "| CPU per 1,000 delivered updates at 10,000 students | report it | $(fmt "$per1000" 1) CPU ms (both servers) | reported |"
