@@ -391,24 +391,9 @@ impl Totals {
                 0.0
             }
         };
-        let servers_cpu_s = r
-            .servers
-            .iter()
-            .map(Usage::window_cpu_s)
-            .sum::<Option<f64>>()
-            .filter(|_| !r.servers.is_empty());
-        let loadgen_cpu_s = r
-            .loadgen
-            .iter()
-            .map(Usage::window_cpu_s)
-            .sum::<Option<f64>>()
-            .filter(|_| !r.loadgen.is_empty());
-        let redis_cpu_s = r
-            .redis
-            .iter()
-            .map(Usage::window_cpu_s)
-            .sum::<Option<f64>>()
-            .filter(|_| !r.redis.is_empty());
+        let servers_cpu_s = window_cpu_s(&r.servers);
+        let loadgen_cpu_s = window_cpu_s(&r.loadgen);
+        let redis_cpu_s = window_cpu_s(&r.redis);
         let machine_busy_s = r.machine.window_busy_s();
         // The processes and the machine are read a few microseconds apart, and /proc counts
         // in 10 ms ticks: a small negative rest is noise, shown as 0.
@@ -486,6 +471,16 @@ pub struct Report {
     pub loadgen: Vec<Usage>,
     #[serde(default)]
     pub machine: MachineUsage,
+}
+
+/// CPU seconds a group of processes spent in the status window; `None` for no processes or if
+/// one was not sampled at both edges.
+fn window_cpu_s(group: &[Usage]) -> Option<f64> {
+    group
+        .iter()
+        .map(Usage::window_cpu_s)
+        .sum::<Option<f64>>()
+        .filter(|_| !group.is_empty())
 }
 
 fn merge_maps(a: &mut BTreeMap<String, u64>, b: &BTreeMap<String, u64>) {
