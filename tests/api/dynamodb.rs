@@ -85,11 +85,7 @@ async fn statuses_are_coalesced_into_dynamodb_and_survive_a_cluster_restart() {
 
     // The whole cluster stops (drained: the last statuses are written before exit) ...
     for server in [&mut a, &mut b] {
-        assert!(Command::new("kill")
-            .args(["-TERM", &server.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
+        server.sigterm();
         assert_eq!(server.child.wait().unwrap().code(), Some(0));
     }
     // ... and comes back on a Redis that lost the statuses: the snapshot comes from DynamoDB.
@@ -186,11 +182,7 @@ async fn a_dynamodb_outage_under_traffic_loses_no_latest_status() {
 
     // DynamoDB comes back; the instance drains, writing what waited, and exits.
     proxy.set(true);
-    assert!(Command::new("kill")
-        .args(["-TERM", &a.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    a.sigterm();
     assert_eq!(a.child.wait().unwrap().code(), Some(0));
 
     // A new instance, on a Redis prefix of its own (nothing there), reads the quiz from

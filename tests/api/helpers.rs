@@ -471,6 +471,11 @@ impl Server {
         }
     }
 
+    /// SIGTERM: the server drains (1012 to every socket) and exits.
+    pub fn sigterm(&self) {
+        succeed(Command::new("kill").args(["-TERM", &self.child.id().to_string()]));
+    }
+
     /// SIGKILL: the process dies without a word.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

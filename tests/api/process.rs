@@ -37,11 +37,7 @@ async fn sigterm_closes_sockets_with_1012_and_exits_zero() {
         .expect("a token from `invigil token` is accepted");
     let mut c = Client { ws: c };
     assert_eq!(c.recv().await["type"], "welcome");
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.sigterm();
     assert_eq!(u16::from(c.closed().await.code), 1012);
     let deadline = Instant::now() + WAIT;
     let exit = loop {

@@ -69,11 +69,7 @@ async fn the_embedded_default_keeps_records_and_snapshots_across_a_restart() {
     student.recv().await;
     // A drain closes the socket and flushes the records before the process exits.
     let mut first = first;
-    assert!(Command::new("kill")
-        .args(["-TERM", &first.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    first.sigterm();
     assert_eq!(u16::from(student.closed().await.code), 1012);
     assert_eq!(first.child.wait().unwrap().code(), Some(0));
 

@@ -463,12 +463,7 @@ async fn a_rolling_restart_shows_no_false_offline_and_loses_no_status() {
     }
 
     // B drains: every socket gets 1012, and the clients reconnect to C.
-    let b_pid = nodes[1].child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &b_pid])
-        .status()
-        .unwrap()
-        .success());
+    nodes[1].sigterm();
     for (i, s) in students.iter_mut().enumerate() {
         assert_eq!(u16::from(s.closed().await.code), 1012);
         let mut again = nodes[2]
