@@ -91,12 +91,8 @@ macro_rules! on {
 }
 
 /// A row of `attempts`.
-#[derive(Debug, Clone, PartialEq, Queryable, Insertable, AsChangeset, Serialize)]
-#[diesel(
-    table_name = attempts,
-    treat_none_as_null = true,
-    treat_none_as_default_value = false
-)]
+#[derive(Debug, Clone, PartialEq, Queryable, Insertable, Serialize)]
+#[diesel(table_name = attempts, treat_none_as_default_value = false)]
 pub struct AttemptRow {
     pub quiz_id: String,
     pub attempt_id: String,
@@ -356,12 +352,12 @@ impl Db {
                 }
                 changed.insert(key);
             }
-            let changed: Vec<&AttemptRow> = changed.iter().filter_map(|k| rows.get(k)).collect();
+            let changed: Vec<AttemptRow> = changed.iter().filter_map(|k| rows.remove(k)).collect();
             for chunk in changed.chunks(ROWS_PER_STATEMENT) {
                 use diesel::upsert::excluded;
                 use attempts::dsl as a;
                 diesel::insert_into(attempts::table)
-                    .values(chunk.iter().copied().cloned().collect::<Vec<_>>())
+                    .values(chunk)
                     .on_conflict((a::quiz_id, a::attempt_id))
                     .do_update()
                     .set((
