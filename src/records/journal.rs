@@ -131,6 +131,10 @@ impl Journal {
         Ok(())
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Bytes in the journal's files.
     pub fn bytes_on_disk(&self) -> u64 {
         let old = std::fs::metadata(old_path(&self.path)).map_or(0, |m| m.len());

@@ -36,9 +36,8 @@ pub struct RecordQueue {
     writer: Addr<DbWriter>,
     settings: RecordSettings,
     metrics: Arc<Metrics>,
-    queue: VecDeque<RecordEvent>,
-    /// The journal number of each event in `queue`.
-    numbers: VecDeque<u64>,
+    /// Events waiting for the database, each with its journal number.
+    queue: VecDeque<(u64, RecordEvent)>,
     journal: Arc<Mutex<Journal>>,
     spool: Spool,
     /// Events go to the spool (not the queue) until the spool is empty again, so they keep
@@ -64,8 +63,7 @@ impl RecordQueue {
 
     fn add_event(&mut self, event: RecordEvent, number: u64, ctx: &mut Context<Self>) {
         if !self.spooling && self.queue.len() < self.settings.queue_size {
-            self.queue.push_back(event);
-            self.numbers.push_back(number);
+            self.queue.push_back((number, event));
         } else {
             if !self.spooling {
                 log::warn!(
@@ -86,8 +84,7 @@ impl RecordQueue {
                         "spool {}: {e}; keeping the event in memory",
                         self.settings.spool_path
                     );
-                    self.queue.push_back(event);
-                    self.numbers.push_back(number);
+                    self.queue.push_back((number, event));
                 }
             }
         }
@@ -100,7 +97,7 @@ impl RecordQueue {
     fn settle(&self, numbers: impl IntoIterator<Item = u64>) {
         let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = journal.settle(numbers) {
-            log::error!("journal {}.journal: {e}", self.settings.spool_path);
+            log::error!("journal {}: {e}", journal.path().display());
         }
     }
 
@@ -135,7 +132,8 @@ impl RecordQueue {
         let statuses = self.statuses.take_due(Instant::now(), flushing, batch);
         let (events, source) = if !self.queue.is_empty() {
             let n = self.queue.len().min(batch);
-            let events: Vec<RecordEvent> = self.queue.iter().take(n).cloned().collect();
+            let events: Vec<RecordEvent> =
+                self.queue.iter().take(n).map(|(_, e)| e.clone()).collect();
             (events, Source::Queue(n))
         } else if !self.spool.is_empty() {
             match self.spool.peek(batch) {
@@ -182,8 +180,7 @@ impl RecordQueue {
                 self.backoff = Duration::from_millis(100);
                 match source {
                     Source::Queue(n) => {
-                        self.queue.drain(..n);
-                        let numbers: Vec<u64> = self.numbers.drain(..n).collect();
+                        let numbers: Vec<u64> = self.queue.drain(..n).map(|(n, _)| n).collect();
                         self.settle(numbers);
                     }
                     Source::Spool { bytes, lines } => {
@@ -302,7 +299,6 @@ impl Recorder {
             settings: settings.clone(),
             metrics,
             queue: VecDeque::new(),
-            numbers: VecDeque::new(),
             journal: journal.clone(),
             spool,
             spooling: false,
