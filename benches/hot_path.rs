@@ -1,19 +1,32 @@
 //! Micro-benchmarks of the hot path of one student status, through the library's public
 //! functions: parse the frame, check its ids against the token, build the next status record,
-//! serialize the `student_status` frame every proctor shares. Routing between actors is not
-//! here: `invigil-loadtest` measures it end to end, and the server's
-//! `invigil_routing_latency_seconds` histogram measures it in place.
+//! serialize the `student_status` frame every proctor shares, and route it: the `Router` a
+//! student socket calls, with the single-node store and bridge, handing the frame to one
+//! proctor socket's mailbox. `invigil-loadtest` measures routing across instances end to end,
+//! and the server's `invigil_routing_latency_seconds` histogram measures it in place.
 //!
 //! Run: `cargo bench --bench hot_path` (`scripts/bench.sh` runs it and records the figures).
 
-use std::hint::black_box;
+use std::{
+    hint::black_box,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use actix::prelude::*;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use invigil::protocol::{
-    ids::{AttemptId, AttemptKey, QuizId},
-    inbound::{self, Inbound},
-    outbound,
-    status::{StatusChange, StatusFields, StatusRecord},
+use invigil::{
+    bridge::MemoryBridge,
+    metrics::Metrics,
+    protocol::{
+        ids::{AttemptId, AttemptKey, ConnectionId, InstanceId, QuizId, UserId},
+        inbound::{self, Inbound},
+        outbound,
+        status::{StatusChange, StatusFields, StatusRecord},
+    },
+    registry::Router,
+    session::ProctorCommand,
+    store::MemoryStore,
 };
 
 /// A status as the load generator sends it: the contract's fields at their real size.
@@ -95,5 +108,64 @@ fn hot_path(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, hot_path);
+/// A proctor socket that takes its frames and drops them.
+struct Proctor;
+
+impl Actor for Proctor {
+    type Context = Context<Self>;
+}
+
+impl Handler<ProctorCommand> for Proctor {
+    type Result = ();
+
+    fn handle(&mut self, cmd: ProctorCommand, _: &mut Self::Context) {
+        black_box(cmd);
+    }
+}
+
+fn route(c: &mut Criterion) {
+    let system = System::new();
+    let key = key();
+    let data = status_fields();
+    let socket = ConnectionId::generate();
+    let router = system.block_on(async {
+        let router = Router::new(
+            &InstanceId::new("bench"),
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryBridge::single()),
+            Arc::new(Metrics::default()),
+            None,
+        );
+        router.watch(
+            &key.quiz,
+            &ConnectionId::generate(),
+            Proctor.start().recipient(),
+        );
+        router
+    });
+    let line = router.connect(&key, &socket, UserId::new("run-s17"), None, None);
+    c.bench_function(
+        "route a status (next record, store, serialize, one proctor mailbox)",
+        |b| {
+            b.iter_custom(|iters| {
+                system.block_on(async {
+                    let mut spent = Duration::ZERO;
+                    for done in 0..iters {
+                        let change = data.clone();
+                        let start = Instant::now();
+                        router.report(&line, &socket, change, start);
+                        spent += start.elapsed();
+                        // Let the proctor empty its mailbox now and then, as a live one would.
+                        if done % 256 == 255 {
+                            actix_rt::task::yield_now().await;
+                        }
+                    }
+                    spent
+                })
+            })
+        },
+    );
+}
+
+criterion_group!(benches, hot_path, route);
 criterion_main!(benches);

@@ -10,8 +10,9 @@
 //! - [`protocol`]: ids, inbound parsing and validation, outbound frames: the wire contract.
 //! - [`session`]: one actor per socket ([`session::StudentSession`],
 //!   [`session::ProctorSession`]) plus what they share: outbox, heartbeat, rate limit.
-//! - [`registry`]: the per-process [`registry::SessionRegistry`] actor that routes between the
-//!   local sockets and hands cross-instance traffic to the bridge.
+//! - [`registry`]: the [`registry::Router`] that routes a student's status from its socket's
+//!   own thread, and the per-process [`registry::SessionRegistry`] actor that keeps the local
+//!   sockets, routes proctor messages and hands cross-instance traffic to and from the bridge.
 //! - [`bridge`]: the seam to other instances; the in-process implementation is the default.
 //! - [`store`]: the seam holding the latest status of every attempt: in memory by default, in
 //!   Redis for a cluster, with a durable copy in the record database.

@@ -31,7 +31,7 @@ use crate::{
         db::{DbReader, DbUrl},
         Recorder,
     },
-    registry::{Drain, HandingOver, LeaveCluster, SessionRegistry},
+    registry::{Drain, HandingOver, LeaveCluster, Router, SessionRegistry},
     session::SessionContext,
     store::{DurableStore, DynamoStore, MemoryStore, RedisStore, SqlStatuses, StatusStore},
 };
@@ -177,12 +177,18 @@ impl Application {
             InstanceId::new(&settings.server.instance_id)
         };
         let metrics = backends.metrics.clone();
-        let registry = SessionRegistry::new(
-            instance.clone(),
+        let router = Arc::new(Router::new(
+            &instance,
             backends.store.clone(),
             backends.bridge.clone(),
             metrics.clone(),
             backends.records.as_ref().map(|r| r.recorder.clone()),
+        ));
+        let registry = SessionRegistry::new(
+            instance.clone(),
+            router.clone(),
+            backends.store.clone(),
+            backends.bridge.clone(),
         )
         .start();
         let draining = Arc::new(AtomicBool::new(false));
@@ -200,7 +206,7 @@ impl Application {
                 limits: settings.limits.clone(),
                 heartbeat: settings.heartbeat.clone(),
                 metrics: metrics.clone(),
-                ack_after_routing: backends.records.is_some(),
+                router,
             }),
             metrics: metrics.clone(),
             draining: draining.clone(),

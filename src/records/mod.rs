@@ -140,23 +140,6 @@ impl EventIds {
 }
 
 /// The events a status update makes, from the previous status of the attempt (if any).
-/// The fields of a status that [`status_events`] compares, as sent. A status whose fields
-/// equal those of the one before it on the same socket makes no event, so the socket need not
-/// wait for the registry before acknowledging it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventFields([Option<Box<str>>; 3]);
-
-impl EventFields {
-    pub fn of(fields: &crate::protocol::status::StatusFields) -> Self {
-        let raw = |name| fields.raw(name).map(|r| Box::from(r.get()));
-        EventFields([
-            raw("user_status"),
-            raw("question_number_current"),
-            raw("score"),
-        ])
-    }
-}
-
 pub fn status_events(
     ids: &EventIds,
     previous: Option<&StatusRecord>,
@@ -276,52 +259,6 @@ mod tests {
     fn report(prev: Option<&StatusRecord>, json: &str) -> StatusRecord {
         let data = serde_json::from_str(json).unwrap();
         StatusRecord::next(&key(), prev, StatusChange::Reported(data), 10)
-    }
-
-    #[test]
-    fn a_status_equal_in_its_event_fields_makes_no_event() {
-        let ids = EventIds::new(&InstanceId::new("i"));
-        let fields = |json: &str| {
-            EventFields::of(
-                &serde_json::from_str::<crate::protocol::status::StatusFields>(json).unwrap(),
-            )
-        };
-        let sent = [
-            r#"{"user_status":"active","question_number_current":1,"question_answered":0}"#,
-            r#"{"user_status":"active","question_number_current":1,"question_answered":1,"time_left":50}"#,
-            r#"{"user_status":"away","question_number_current":1}"#,
-            r#"{"user_status":"away","question_number_current":"1"}"#,
-            r#"{"user_status":"away","question_number_current":"1","score":null}"#,
-            r#"{"user_status":"away","question_number_current":"1","score":null}"#,
-            r#"{"user_status":"away","question_number_current":"1","score":70}"#,
-            r#"{"question_number_current":"1","score":70}"#,
-            r#"{"question_number_current":"1","score":70}"#,
-        ];
-        let mut previous: Option<StatusRecord> = None;
-        for pair in sent.windows(2) {
-            let before = report(previous.as_ref(), pair[0]);
-            let after = report(Some(&before), pair[1]);
-            if fields(pair[0]) == fields(pair[1]) {
-                assert!(
-                    status_events(&ids, Some(&before), &after).is_empty(),
-                    "{} then {}",
-                    pair[0],
-                    pair[1]
-                );
-            }
-            previous = Some(before);
-        }
-        assert_eq!(
-            fields(sent[0]),
-            fields(sent[1]),
-            "progress is not an event field"
-        );
-        assert_ne!(fields(sent[1]), fields(sent[2]));
-        assert_ne!(
-            fields(sent[2]),
-            fields(sent[3]),
-            "compared as sent, not as read"
-        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! One actor per WebSocket: [`StudentSession`] and [`ProctorSession`], and what they share.
 //!
-//! A session parses and validates what its client sends, hands valid messages to the
-//! registry, and writes what the registry sends it. It never blocks on I/O: frames wait in its
+//! A session parses and validates what its client sends, routes a student's status and chat
+//! through the [`Router`] on its own thread, hands the rest to the registry, and writes what
+//! it is sent. It never blocks on I/O: frames wait in its
 //! [`Outbox`] and one write at a time goes to the socket.
 //!
 //! # Slow consumers
@@ -29,6 +30,7 @@ use crate::{
     config::{HeartbeatSettings, LimitSettings},
     metrics::Metrics,
     protocol::ids::InstanceId,
+    registry::Router,
 };
 
 /// What every session of one server shares.
@@ -37,9 +39,8 @@ pub struct SessionContext {
     pub limits: LimitSettings,
     pub heartbeat: HeartbeatSettings,
     pub metrics: Arc<Metrics>,
-    /// Records are kept: a student's message is acknowledged once the registry has routed it
-    /// and journaled its events, not as soon as it is handed over.
-    pub ack_after_routing: bool,
+    /// Routes students' statuses and chat lines from the thread they arrive on.
+    pub router: Arc<Router>,
 }
 
 /// A token bucket: `rate` messages per second sustained, `burst` at once.

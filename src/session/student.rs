@@ -19,8 +19,7 @@ use crate::{
         status::{StatusFields, StatusRecord},
         ErrorCode, Frame, OfflineReason,
     },
-    records::EventFields,
-    registry::{Connect, Disconnect, SessionRegistry, StudentChat, StudentReport},
+    registry::{AttemptLine, Connect, Disconnect, SessionRegistry},
 };
 
 /// What the registry tells a student socket.
@@ -41,12 +40,12 @@ pub struct StudentSession {
     connection: ConnectionId,
     socket: Socket,
     registry: Addr<SessionRegistry>,
-    /// The attempt's latest status from the store, handed to the registry on start.
+    /// The attempt's latest status from the store, handed to the router on start.
     prior: Option<Arc<StatusRecord>>,
+    /// The attempt's line in the router, once started: statuses go through it.
+    line: Option<Arc<AttemptLine>>,
     /// Why the attempt goes offline when this socket stops; `None` when it was replaced.
     offline_reason: Option<OfflineReason>,
-    /// What the last status on this socket said in the fields that make events.
-    last_reported: Option<EventFields>,
 }
 
 impl StudentSession {
@@ -63,8 +62,8 @@ impl StudentSession {
             socket: Socket::new(session, shared),
             registry,
             prior,
+            line: None,
             offline_reason: Some(OfflineReason::Disconnected),
-            last_reported: None,
         }
     }
 
@@ -74,36 +73,6 @@ impl StudentSession {
         data.text("quiz_id").as_deref() == Some(key.quiz.as_str())
             && data.text("quiz_attempt_id").as_deref() == Some(key.attempt.as_str())
             && data.text("student_id").as_deref() == Some(self.identity.student.as_str())
-    }
-
-    /// Hand `msg` to the registry and acknowledge it. When records are kept and `msg` may
-    /// make an event, the ack waits until the registry has routed it and its events are in
-    /// the journal, so an acknowledged event survives even a killed process; otherwise (or
-    /// without an `id`) there is nothing to wait for.
-    fn routed_then_ack<M>(
-        &mut self,
-        msg: M,
-        id: Option<MessageId>,
-        may_record: bool,
-        ctx: &mut Context<Self>,
-    ) where
-        M: Message<Result = ()> + Send + 'static,
-        SessionRegistry: Handler<M>,
-    {
-        let id = match id {
-            Some(id) if may_record && self.socket.shared.ack_after_routing => id,
-            id => {
-                self.registry.do_send(msg);
-                return socket::ack(self, ctx, id.as_ref());
-            }
-        };
-        let routed = self.registry.send(msg);
-        ctx.spawn(routed.into_actor(self).map(move |result, act, ctx| {
-            // An error means the registry is gone: the server is stopping, nothing to ack.
-            if result.is_ok() {
-                socket::ack(act, ctx, Some(&id));
-            }
-        }));
     }
 
     fn forbidden(&mut self, ctx: &mut Context<Self>, id: Option<&MessageId>, what: &str) {
@@ -137,12 +106,17 @@ impl Actor for StudentSession {
         );
         socket::send(self, ctx, welcome, "welcome");
         socket::start_heartbeat(self, ctx);
+        let key = &self.identity.key;
+        self.line = Some(shared.router.connect(
+            key,
+            &self.connection,
+            self.identity.student.clone(),
+            self.identity.name.clone(),
+            self.prior.take(),
+        ));
         self.registry.do_send(Connect {
-            key: self.identity.key.clone(),
+            key: key.clone(),
             connection: self.connection.clone(),
-            student: self.identity.student.clone(),
-            name: self.identity.name.clone(),
-            prior: self.prior.take(),
             recipient: ctx.address().recipient(),
         });
     }
@@ -184,25 +158,23 @@ impl SocketActor for StudentSession {
                         "quiz_id, quiz_attempt_id and student_id must match the token",
                     );
                 }
-                let fields = EventFields::of(&data);
-                let may_record = self.last_reported.as_ref() != Some(&fields);
-                self.last_reported = Some(fields);
-                let report = StudentReport {
-                    key: self.identity.key.clone(),
-                    connection: self.connection.clone(),
-                    data,
-                    received,
-                };
-                self.routed_then_ack(report, id, may_record, ctx);
+                // Routed on this thread: when `report` returns, the status is with its
+                // receivers and its events are in the journal, so the ack promises both.
+                if let Some(line) = &self.line {
+                    let router = &self.socket.shared.router;
+                    router.report(line, &self.connection, data, received);
+                }
+                socket::ack(self, ctx, id.as_ref());
             }
             Inbound::ToProctor { id, text } => {
-                let chat = StudentChat {
-                    key: self.identity.key.clone(),
-                    student: self.identity.student.clone(),
-                    name: self.identity.name.clone(),
-                    text,
-                };
-                self.routed_then_ack(chat, id, true, ctx);
+                let identity = &self.identity;
+                self.socket.shared.router.chat(
+                    &identity.key,
+                    &identity.student,
+                    identity.name.as_deref(),
+                    &text,
+                );
+                socket::ack(self, ctx, id.as_ref());
             }
             Inbound::Ping { id } => socket::pong(self, ctx, id.as_ref()),
             Inbound::Subscribe { id, .. } => self.forbidden(ctx, id.as_ref(), "subscribe"),

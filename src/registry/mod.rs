@@ -1,38 +1,35 @@
 //! The `SessionRegistry` actor, one per process: who is connected here and who listens to
-//! what. A student status goes to the proctors of its quiz (here, and through the bridge to
-//! the instances that watch the quiz); a proctor message goes to the socket of its attempt
-//! (here, or through the bridge to the instance that holds it).
+//! what. A proctor message goes to the socket of its attempt (here, or through the bridge to
+//! the instance that holds it); traffic from other instances goes to the local sockets.
 //!
-//! The registry is the one writer of attempt statuses on this instance: it assigns `seq`,
-//! counts `away_count`, records the status in the store, serializes the `student_status`
-//! frame once and hands the same frame to every receiver.
+//! A student's status does not pass through the registry: its socket routes it through the
+//! shared [`Router`] on its own thread, which assigns `seq`, counts `away_count`, records the
+//! status in the store, serializes the `student_status` frame once and hands the same frame to
+//! every receiver. The registry keeps the router's tables (who watches which quiz) and reports
+//! what no socket can: a lost instance's students.
+
+mod router;
 
 use std::{
-    collections::{hash_map::Entry, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use actix::prelude::*;
 
+pub use router::{AttemptLine, Router};
+
 use crate::{
     bridge::{Bridge, BridgeEvent, Delivery},
-    metrics::Metrics,
-    now_ms,
     protocol::{
-        ids::{AttemptId, AttemptKey, ConnectionId, InstanceId, QuizId, UserId},
-        outbound,
-        status::{StatusChange, StatusFields, StatusRecord},
-        Frame, MessageKind, OfflineReason, UserStatus,
+        ids::{AttemptId, AttemptKey, ConnectionId, InstanceId, QuizId},
+        status::StatusRecord,
+        Frame, MessageKind, OfflineReason,
     },
-    records::{self, EventIds, Recorder},
     session::{ProctorCommand, StudentCommand},
     store::StatusStore,
 };
-
-/// How long the registry keeps an offline attempt's latest status in memory (the store keeps
-/// it for good); within this time a reconnect here needs no store read to continue `seq`.
-const KEEP_OFFLINE: Duration = Duration::from_secs(600);
 
 /// Requests waiting for an answer from the registry before senders wait their turn.
 const REQUEST_MAILBOX: usize = 4096;
@@ -43,30 +40,18 @@ struct LiveSocket {
     recipient: Recipient<StudentCommand>,
 }
 
-/// What the registry holds for one attempt.
-#[derive(Default)]
-struct AttemptEntry {
-    latest: Option<Arc<StatusRecord>>,
-    socket: Option<LiveSocket>,
-    /// When the socket went away, for eviction.
-    offline_since: Option<Instant>,
-}
-
 /// Routes between the local sockets, and to and from the bridge.
 pub struct SessionRegistry {
     instance: InstanceId,
-    attempts: HashMap<AttemptKey, AttemptEntry>,
+    router: Arc<Router>,
+    /// The live student socket of each attempt here.
+    attempts: HashMap<AttemptKey, LiveSocket>,
     /// Every proctor socket here, watching or not.
     proctor_sockets: HashMap<ConnectionId, Recipient<ProctorCommand>>,
-    /// Proctor sockets watching each quiz.
-    proctors: HashMap<QuizId, HashMap<ConnectionId, Recipient<ProctorCommand>>>,
     /// Attempts of each quiz with a live socket here, for messages to a whole quiz.
     students: HashMap<QuizId, HashSet<AttemptId>>,
     store: Arc<dyn StatusStore>,
     bridge: Arc<dyn Bridge>,
-    metrics: Arc<Metrics>,
-    /// Where the event log goes, if records are kept.
-    records: Option<(Recorder, Arc<EventIds>)>,
     /// Draining with hand-over: closed sockets are left to the cluster (see [`Drain`]).
     handing_over: bool,
 }
@@ -74,75 +59,25 @@ pub struct SessionRegistry {
 impl SessionRegistry {
     pub fn new(
         instance: InstanceId,
+        router: Arc<Router>,
         store: Arc<dyn StatusStore>,
         bridge: Arc<dyn Bridge>,
-        metrics: Arc<Metrics>,
-        recorder: Option<Recorder>,
     ) -> Self {
         SessionRegistry {
-            records: recorder.map(|r| (r, EventIds::new(&instance))),
             handing_over: false,
             instance,
+            router,
             attempts: HashMap::new(),
             proctor_sockets: HashMap::new(),
-            proctors: HashMap::new(),
             students: HashMap::new(),
             store,
             bridge,
-            metrics,
-        }
-    }
-
-    /// Apply `change` to an attempt and send the new status to every proctor of its quiz.
-    fn update(&mut self, key: &AttemptKey, change: StatusChange, received: Option<Instant>) {
-        let entry = self.attempts.entry(key.clone()).or_default();
-        let record = Arc::new(StatusRecord::next(
-            key,
-            entry.latest.as_deref(),
-            change,
-            now_ms(),
-        ));
-        if let Some((recorder, ids)) = &self.records {
-            for event in records::status_events(ids, entry.latest.as_deref(), &record) {
-                recorder.event(event);
-            }
-        }
-        entry.latest = Some(record.clone());
-        self.store.record(record.clone());
-        let frame = outbound::student_status(&record);
-        self.to_local_proctors(&key.quiz, Some(&key.attempt), &frame);
-        self.bridge
-            .publish_to_proctors(&key.quiz, Some(&key.attempt), &frame);
-        if let Some(at) = received {
-            self.metrics.routed(at.elapsed());
-        }
-    }
-
-    fn to_local_proctors(&self, quiz: &QuizId, attempt: Option<&AttemptId>, frame: &Frame) {
-        let Some(watchers) = self.proctors.get(quiz) else {
-            return;
-        };
-        for proctor in watchers.values() {
-            let command = match attempt {
-                Some(attempt) => ProctorCommand::Status {
-                    key: AttemptKey {
-                        quiz: quiz.clone(),
-                        attempt: attempt.clone(),
-                    },
-                    frame: frame.clone(),
-                },
-                None => ProctorCommand::Deliver {
-                    frame: frame.clone(),
-                    kind: "student_message",
-                },
-            };
-            proctor.do_send(command);
         }
     }
 
     /// Deliver to the local socket of `key`; false if it has none here.
     fn to_local_student(&self, key: &AttemptKey, frame: &Frame) -> bool {
-        match self.attempts.get(key).and_then(|e| e.socket.as_ref()) {
+        match self.attempts.get(key) {
             Some(socket) => {
                 socket.recipient.do_send(StudentCommand::Deliver {
                     frame: frame.clone(),
@@ -173,38 +108,19 @@ impl SessionRegistry {
     }
 
     /// Forget that `key` has a socket here (it closed, or moved to another instance).
-    fn drop_socket(&mut self, key: &AttemptKey) {
-        if let Some(entry) = self.attempts.get_mut(key) {
-            entry.socket = None;
-            entry.offline_since = Some(Instant::now());
-        }
+    fn drop_socket(&mut self, key: &AttemptKey) -> Option<LiveSocket> {
         if let Some(attempts) = self.students.get_mut(&key.quiz) {
             attempts.remove(&key.attempt);
             if attempts.is_empty() {
                 self.students.remove(&key.quiz);
             }
         }
+        self.attempts.remove(key)
     }
 
     fn unwatch(&mut self, quiz: &QuizId, connection: &ConnectionId) {
-        if let Some(watchers) = self.proctors.get_mut(quiz) {
-            if watchers.remove(connection).is_some() {
-                self.bridge.unwatch(quiz);
-            }
-            if watchers.is_empty() {
-                self.proctors.remove(quiz);
-            }
-        }
-    }
-
-    fn evict_offline(&mut self) {
-        let before = self.attempts.len();
-        self.attempts.retain(|_, e| {
-            e.socket.is_some() || e.offline_since.is_none_or(|t| t.elapsed() < KEEP_OFFLINE)
-        });
-        let evicted = before - self.attempts.len();
-        if evicted > 0 {
-            log::debug!("evicted {evicted} offline attempts from the registry");
+        if self.router.unwatch(quiz, connection) {
+            self.bridge.unwatch(quiz);
         }
     }
 }
@@ -213,13 +129,13 @@ impl Actor for SessionRegistry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Routing never waits on the mailbox: sessions and the bridge send statuses with
+        // Nothing on the hot path waits on the mailbox: sessions and the bridge send with
         // `do_send`, which ignores the capacity. The capacity bounds only the requests that
         // wait for an answer (watch, messages to students), which a busy registry should slow.
         ctx.set_mailbox_capacity(REQUEST_MAILBOX);
         self.bridge
             .attach(self.instance.clone(), ctx.address().recipient());
-        ctx.run_interval(Duration::from_secs(60), |act, _| act.evict_offline());
+        ctx.run_interval(Duration::from_secs(60), |act, _| act.router.evict_offline());
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -227,16 +143,12 @@ impl Actor for SessionRegistry {
     }
 }
 
-/// A student socket opened for `key`.
+/// A student socket opened for `key` (and already reported connected through the router).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Connect {
     pub key: AttemptKey,
     pub connection: ConnectionId,
-    pub student: UserId,
-    pub name: Option<String>,
-    /// The attempt's latest status from the store, read before the upgrade.
-    pub prior: Option<Arc<StatusRecord>>,
     pub recipient: Recipient<StudentCommand>,
 }
 
@@ -244,64 +156,18 @@ impl Handler<Connect> for SessionRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
-        let entry = self.attempts.entry(msg.key.clone()).or_default();
-        if let Some(prior) = msg.prior {
-            if entry.latest.as_ref().is_none_or(|l| l.seq < prior.seq) {
-                entry.latest = Some(prior);
-            }
-        }
         let live = LiveSocket {
             connection: msg.connection,
             recipient: msg.recipient,
         };
-        if let Some(old) = entry.socket.replace(live) {
+        if let Some(old) = self.attempts.insert(msg.key.clone(), live) {
             old.recipient.do_send(StudentCommand::Replaced);
         }
-        entry.offline_since = None;
         self.students
             .entry(msg.key.quiz.clone())
             .or_default()
             .insert(msg.key.attempt.clone());
         self.bridge.claim(&msg.key);
-        self.update(
-            &msg.key,
-            StatusChange::Connected {
-                student: msg.student,
-                name: msg.name,
-            },
-            None,
-        );
-    }
-}
-
-/// A student sent a status (ids already checked against its token).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StudentReport {
-    pub key: AttemptKey,
-    pub connection: ConnectionId,
-    pub data: StatusFields,
-    /// When the frame arrived on its socket, for the routing latency metric.
-    pub received: Instant,
-}
-
-impl Handler<StudentReport> for SessionRegistry {
-    type Result = ();
-
-    fn handle(&mut self, msg: StudentReport, _: &mut Self::Context) {
-        let current = self
-            .attempts
-            .get(&msg.key)
-            .and_then(|e| e.socket.as_ref())
-            .is_some_and(|s| s.connection == msg.connection);
-        // A report from a socket already replaced is dropped: the newer socket speaks now.
-        if current {
-            self.update(
-                &msg.key,
-                StatusChange::Reported(msg.data),
-                Some(msg.received),
-            );
-        }
     }
 }
 
@@ -321,50 +187,19 @@ impl Handler<Disconnect> for SessionRegistry {
         let current = self
             .attempts
             .get(&msg.key)
-            .and_then(|e| e.socket.as_ref())
             .is_some_and(|s| s.connection == msg.connection);
         if !current {
             return;
         }
         self.drop_socket(&msg.key);
-        if self.handing_over {
-            // The client reconnects elsewhere; if it does not, a survivor reports it once
-            // this instance has left.
-            return;
+        // When handing over, the client reconnects elsewhere; if it does not, a survivor
+        // reports it once this instance has left.
+        let report = !self.handing_over;
+        if report {
+            self.bridge.release(&msg.key);
         }
-        self.bridge.release(&msg.key);
-        self.update(&msg.key, StatusChange::Offline(msg.reason), None);
-    }
-}
-
-/// A student's chat line for its quiz's proctors.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StudentChat {
-    pub key: AttemptKey,
-    pub student: UserId,
-    pub name: Option<String>,
-    pub text: String,
-}
-
-impl Handler<StudentChat> for SessionRegistry {
-    type Result = ();
-
-    fn handle(&mut self, msg: StudentChat, _: &mut Self::Context) {
-        let now = now_ms();
-        if let Some((recorder, ids)) = &self.records {
-            recorder.event(records::student_message_event(
-                ids,
-                &msg.key,
-                &msg.student,
-                &msg.text,
-                now,
-            ));
-        }
-        let frame =
-            outbound::student_message(&msg.key, &msg.student, msg.name.as_deref(), &msg.text, now);
-        self.to_local_proctors(&msg.key.quiz, None, &frame);
-        self.bridge.publish_to_proctors(&msg.key.quiz, None, &frame);
+        self.router
+            .disconnect(&msg.key, &msg.connection, msg.reason, report);
     }
 }
 
@@ -398,13 +233,10 @@ impl Handler<Watch> for SessionRegistry {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: Watch, _: &mut Self::Context) -> Self::Result {
-        let watchers = self.proctors.entry(msg.quiz.clone()).or_default();
-        match watchers.entry(msg.connection) {
-            Entry::Vacant(slot) => {
-                slot.insert(msg.recipient);
-                self.bridge.watch(&msg.quiz)
-            }
-            Entry::Occupied(_) => Box::pin(async {}),
+        if self.router.watch(&msg.quiz, &msg.connection, msg.recipient) {
+            self.bridge.watch(&msg.quiz)
+        } else {
+            Box::pin(async {})
         }
     }
 }
@@ -452,16 +284,6 @@ pub struct MessageRecord {
     pub at: u64,
 }
 
-impl SessionRegistry {
-    fn record_message(&self, quiz: &QuizId, attempt: Option<&AttemptKey>, m: &MessageRecord) {
-        if let Some((recorder, ids)) = &self.records {
-            recorder.event(records::proctor_message_event(
-                ids, quiz, attempt, m.kind, &m.author, &m.text, m.at,
-            ));
-        }
-    }
-}
-
 /// A proctor message for one attempt, wherever its socket is.
 #[derive(Message)]
 #[rtype(result = "Delivery")]
@@ -475,7 +297,8 @@ impl Handler<SendToStudent> for SessionRegistry {
     type Result = ResponseFuture<Delivery>;
 
     fn handle(&mut self, msg: SendToStudent, _: &mut Self::Context) -> Self::Result {
-        self.record_message(&msg.key.quiz, Some(&msg.key), &msg.record);
+        self.router
+            .record_message(&msg.key.quiz, Some(&msg.key), &msg.record);
         if self.to_local_student(&msg.key, &msg.frame) {
             return Box::pin(async { Delivery::Delivered });
         }
@@ -496,7 +319,7 @@ impl Handler<BroadcastToQuiz> for SessionRegistry {
     type Result = usize;
 
     fn handle(&mut self, msg: BroadcastToQuiz, _: &mut Self::Context) -> usize {
-        self.record_message(&msg.quiz, None, &msg.record);
+        self.router.record_message(&msg.quiz, None, &msg.record);
         self.bridge.publish_to_quiz_students(&msg.quiz, &msg.frame);
         self.to_local_quiz_students(&msg.quiz, &msg.frame)
     }
@@ -516,7 +339,7 @@ impl Handler<Drain> for SessionRegistry {
     fn handle(&mut self, _: Drain, _: &mut Self::Context) -> usize {
         self.handing_over = self.bridge.hands_over_on_drain();
         let mut told = 0;
-        for socket in self.attempts.values().filter_map(|e| e.socket.as_ref()) {
+        for socket in self.attempts.values() {
             socket.recipient.do_send(StudentCommand::Drain);
             told += 1;
         }
@@ -575,25 +398,8 @@ impl Handler<ReportLost> for SessionRegistry {
 
     fn handle(&mut self, msg: ReportLost, _: &mut Self::Context) {
         for (key, stored) in msg.lost {
-            let entry = self.attempts.entry(key.clone()).or_default();
-            if entry.socket.is_some() {
-                continue; // reconnected here in the meantime
-            }
-            if let Some(stored) = stored {
-                if entry.latest.as_ref().is_none_or(|l| l.seq < stored.seq) {
-                    entry.latest = Some(stored);
-                }
-            }
-            let already_offline = entry
-                .latest
-                .as_ref()
-                .is_some_and(|l| l.user_status == UserStatus::Offline && !l.connected);
-            if !already_offline {
-                self.update(
-                    &key,
-                    StatusChange::Offline(OfflineReason::InstanceLost),
-                    None,
-                );
+            if !self.attempts.contains_key(&key) {
+                self.router.lost(&key, stored);
             }
         }
     }
@@ -608,7 +414,9 @@ impl Handler<BridgeEvent> for SessionRegistry {
                 quiz,
                 attempt,
                 frame,
-            } => self.to_local_proctors(&quiz, attempt.as_ref(), &frame),
+            } => self
+                .router
+                .to_local_proctors(&quiz, attempt.as_ref(), &frame),
             BridgeEvent::ToAttempt { key, frame } => {
                 self.to_local_student(&key, &frame);
             }
@@ -616,12 +424,11 @@ impl Handler<BridgeEvent> for SessionRegistry {
                 self.to_local_quiz_students(&quiz, &frame);
             }
             BridgeEvent::AttemptTaken { key } => {
-                if let Some(socket) = self.attempts.get(&key).and_then(|e| e.socket.as_ref()) {
+                if let Some(socket) = self.drop_socket(&key) {
                     socket.recipient.do_send(StudentCommand::Replaced);
                 }
-                self.drop_socket(&key);
                 // The other instance continues the attempt's `seq` from the store.
-                self.attempts.remove(&key);
+                self.router.forget(&key);
             }
             BridgeEvent::AttemptsLost { attempts } => {
                 let store = self.store.clone();
