@@ -19,6 +19,8 @@
 #   BENCH_BUSY_CORES (0.3): a scenario during which other processes used more cores is run
 #     once more.
 #   BENCH_ORIGINAL_SECS (60), BENCH_TEN_SECS (60), BENCH_CPU_SECS (40), BENCH_RAMP_SECS (10),
+#   BENCH_CPU_STUDENTS (10000), BENCH_CPU_INTERVAL_MS (5000): the load the cpu scenario
+#     profiles (with BENCH_TAG, e.g. 2000 students every 133 ms for 15,000 updates/s),
 #   BENCH_RAMP_STUDENTS (2000), BENCH_RAMP_RATES ("2000 3000 4000 5000 6000 8000 10000
 #     15000 20000 30000 40000"), BENCH_IDLE_SOCKETS (19000), BENCH_IDLE_SHARDS (2).
 #   BENCH_SERVER_ENV: extra VAR=value settings for every server, space-separated; with
@@ -408,14 +410,16 @@ scenario_ten_thousand() {
 scenario_cpu() {
   local n=cpu$SUFFIX
   local secs=${BENCH_CPU_SECS:-40}
-  say "cpu: the 10,000-student load for ${secs} s with perf sampling both servers"
+  local students=${BENCH_CPU_STUDENTS:-10000} interval=${BENCH_CPU_INTERVAL_MS:-5000}
+  local load="$students students every $interval ms ($(( students * 1000 / interval )) updates/s, 2 instances + Redis)"
+  say "cpu: $load for ${secs} s with perf sampling both servers"
   quiet_machine
   start_redis
   start_servers 2
   # Statuses start 15 s from now (connecting 10,000 sockets takes a few seconds); perf
   # samples the middle of the window, where the load is steady.
   local start_at=$(( $(date +%s%3N) + 15000 ))
-  run_traffic "$n" --students 10000 --students-per-quiz 50 --interval-ms 5000 --duration "$secs" \
+  run_traffic "$n" --students "$students" --students-per-quiz 50 --interval-ms "$interval" --duration "$secs" \
     --drain-ms 3000 --connect-concurrency 256 --start-at-ms "$start_at" &
   local lt=$!
   local perf_secs=$(( secs / 2 ))
@@ -439,7 +443,7 @@ scenario_cpu() {
   {
     echo "## CPU per 1,000 delivered updates, and where it goes$TAG_NOTE"
     echo
-    echo "The 10,000-student load (2,000 updates/s, 2 instances + Redis) for ${secs} s, while \`perf record -F 199 --call-graph dwarf\` samples both servers for ${perf_secs} s in the middle of the window. $(busy_note "$f")"
+    echo "The load of $load for ${secs} s, while \`perf record -F 199 --call-graph dwarf\` samples both servers for ${perf_secs} s in the middle of the window. $(busy_note "$f")"
     echo
     echo "- servers' CPU per 1,000 deliveries: **$(fmt "$(j '.totals.servers_cpu_ms_per_1000 // 0' "$f")" 1) CPU ms** (both servers together; $(fmt "$(j '(.totals.servers_cpu_s // 0) / (if .totals.window_s > 0 then .totals.window_s else 1 end)' "$f")" 3) cores for $(fmt "$(j .totals.deliveries_per_s "$f")" 0) deliveries/s)"
     echo "- missing $(j .totals.missing "$f") of $(j .totals.expected "$f"); delivery p99 $(fmt "$(j .delivery.p99_ms "$f")" 2) ms *under perf* (recording DWARF stacks adds latency and ~5–10 % CPU: the ten-thousand scenario gives the figures without it)"

@@ -227,16 +227,17 @@ impl StatusRecord {
 }
 
 /// A record as stored (Redis, the record database): `seq` first, so a Lua script can compare
-/// without decoding.
+/// without decoding. Written with the record's fields borrowed (`F` = `&StatusFields`), so
+/// storing a status copies none of them; read with them owned.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Stored {
+struct Stored<F> {
     seq: u64,
     user_status: UserStatus,
     connected: bool,
     last_seen: u64,
     away_count: u64,
     reason: Option<OfflineReason>,
-    fields: StatusFields,
+    fields: F,
 }
 
 impl StatusRecord {
@@ -249,7 +250,7 @@ impl StatusRecord {
             last_seen: self.last_seen,
             away_count: self.away_count,
             reason: self.reason,
-            fields: self.fields.clone(),
+            fields: &self.fields,
         };
         // Plain values and raw JSON that was valid when read: serialization cannot fail.
         serde_json::to_string(&stored).unwrap_or_default()
@@ -257,7 +258,7 @@ impl StatusRecord {
 
     /// Read the stored form back; `None` if it is not one.
     pub fn from_stored_json(key: AttemptKey, json: &str) -> Option<StatusRecord> {
-        let s: Stored = serde_json::from_str(json).ok()?;
+        let s: Stored<StatusFields> = serde_json::from_str(json).ok()?;
         Some(StatusRecord {
             key,
             seq: s.seq,
