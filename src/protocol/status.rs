@@ -9,7 +9,7 @@
 use std::fmt;
 
 use serde::{
-    de::{MapAccess, Visitor},
+    de::{DeserializeSeed, MapAccess, Visitor},
     ser::SerializeMap,
     Deserialize, Deserializer, Serialize, Serializer,
 };
@@ -23,15 +23,86 @@ use super::{
 /// Field names only the server may write.
 pub const SERVER_FIELDS: [&str; 5] = ["connected", "last_seen", "away_count", "reason", "seq"];
 
+/// The names STATUS is made of (the contract's and the server's): a status naming them holds
+/// no copy of the name, so a status costs one allocation per field, not two.
+const KNOWN_NAMES: [&str; 20] = [
+    "quiz_id",
+    "quiz_attempt_id",
+    "student_id",
+    "user_status",
+    "question_answered",
+    "question_total",
+    "question_number_current",
+    "quiz_participant_id",
+    "quiz_result_id",
+    "score",
+    "student_name",
+    "time_start",
+    "time_end",
+    "time_left",
+    "topic_uuid",
+    "timestamp_sent",
+    "connected",
+    "last_seen",
+    "away_count",
+    "reason",
+];
+
+/// A field's name: one of [`KNOWN_NAMES`], or any other name as sent.
+#[derive(Clone)]
+enum Name {
+    Known(&'static str),
+    Other(Box<str>),
+}
+
+impl Name {
+    fn new(name: &str) -> Name {
+        match KNOWN_NAMES.iter().find(|known| **known == name) {
+            Some(known) => Name::Known(known),
+            None => Name::Other(name.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Name::Known(name) => name,
+            Name::Other(name) => name,
+        }
+    }
+}
+
+/// Reads an object key straight into a [`Name`], with no copy for a known one.
+struct NameSeed;
+
+impl<'de> DeserializeSeed<'de> for NameSeed {
+    type Value = Name;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Name, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for NameSeed {
+    type Value = Name;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Name, E> {
+        Ok(Name::new(name))
+    }
+}
+
 /// A JSON object kept as (name, raw value) pairs in the order sent; a repeated name keeps its
 /// last value.
 #[derive(Clone, Default)]
-pub struct StatusFields(Vec<(Box<str>, Box<RawValue>)>);
+pub struct StatusFields(Vec<(Name, Box<RawValue>)>);
 
 impl fmt::Debug for StatusFields {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| (k, v.get())))
+            .entries(self.0.iter().map(|(k, v)| (k.as_str(), v.get())))
             .finish()
     }
 }
@@ -44,18 +115,29 @@ impl PartialEq for StatusFields {
                 .0
                 .iter()
                 .zip(&other.0)
-                .all(|((ka, va), (kb, vb))| ka == kb && va.get() == vb.get())
+                .all(|((ka, va), (kb, vb))| ka.as_str() == kb.as_str() && va.get() == vb.get())
     }
 }
 
 impl StatusFields {
     pub fn raw(&self, name: &str) -> Option<&RawValue> {
-        self.0.iter().find(|(k, _)| &**k == name).map(|(_, v)| &**v)
+        self.0
+            .iter()
+            .find(|(k, _)| k.as_str() == name)
+            .map(|(_, v)| &**v)
     }
 
     /// A field read as text: a JSON string, or the text of a number.
     pub fn text(&self, name: &str) -> Option<String> {
         let raw = self.raw(name)?.get();
+        // A string without escapes (ids, statuses: nearly every one) is its own text.
+        if let Some(plain) = raw
+            .strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .filter(|r| !r.contains('\\'))
+        {
+            return Some(plain.to_string());
+        }
         match serde_json::from_str::<serde_json::Value>(raw).ok()? {
             serde_json::Value::String(s) => Some(s),
             serde_json::Value::Number(n) => Some(n.to_string()),
@@ -69,14 +151,14 @@ impl StatusFields {
         let Ok(raw) = serde_json::value::to_raw_value(value) else {
             return;
         };
-        match self.0.iter_mut().find(|(k, _)| &**k == name) {
+        match self.0.iter_mut().find(|(k, _)| k.as_str() == name) {
             Some(slot) => slot.1 = raw,
-            None => self.0.push((name.into(), raw)),
+            None => self.0.push((Name::new(name), raw)),
         }
     }
 
     pub fn remove(&mut self, name: &str) {
-        self.0.retain(|(k, _)| &**k != name);
+        self.0.retain(|(k, _)| k.as_str() != name);
     }
 
     pub fn len(&self) -> usize {
@@ -88,7 +170,7 @@ impl StatusFields {
     }
 
     fn without_server_fields(mut self) -> Self {
-        self.0.retain(|(k, _)| !SERVER_FIELDS.contains(&&**k));
+        self.0.retain(|(k, _)| !SERVER_FIELDS.contains(&k.as_str()));
         self
     }
 }
@@ -103,10 +185,15 @@ impl<'de> Deserialize<'de> for StatusFields {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StatusFields, A::Error> {
                 let mut fields = StatusFields(Vec::with_capacity(map.size_hint().unwrap_or(16)));
-                while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
-                    match fields.0.iter_mut().find(|(name, _)| **name == *k) {
+                while let Some(k) = map.next_key_seed(NameSeed)? {
+                    let v: Box<RawValue> = map.next_value()?;
+                    match fields
+                        .0
+                        .iter_mut()
+                        .find(|(name, _)| name.as_str() == k.as_str())
+                    {
                         Some(slot) => slot.1 = v,
-                        None => fields.0.push((k.into_boxed_str(), v)),
+                        None => fields.0.push((k, v)),
                     }
                 }
                 Ok(fields)
@@ -120,7 +207,7 @@ impl Serialize for StatusFields {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in &self.0 {
-            map.serialize_entry(k, v)?;
+            map.serialize_entry(k.as_str(), v)?;
         }
         map.end()
     }
@@ -280,7 +367,7 @@ impl Serialize for WithSeq<'_> {
         let fields = &self.0.fields.0;
         let mut map = s.serialize_map(Some(fields.len() + 1))?;
         for (k, v) in fields {
-            map.serialize_entry(k, v)?;
+            map.serialize_entry(k.as_str(), v)?;
         }
         map.serialize_entry("seq", &self.0.seq)?;
         map.end()
@@ -321,6 +408,21 @@ mod tests {
         assert!(out.contains(r#""x":{"b":1,"a":2}"#), "{out}");
         assert!(out.contains(r#""connected":true"#));
         assert!(out.contains(r#""last_seen":5"#));
+    }
+
+    #[test]
+    fn known_and_unknown_names_keep_their_order_and_a_repeat_keeps_its_last_value() {
+        let sent = r#"{"quiz_id":"q1","custom":1,"a\"b":2,"score":null,"custom":3,"score":70}"#;
+        let fields: StatusFields = serde_json::from_str(sent).unwrap();
+        assert_eq!(
+            serde_json::to_string(&fields).unwrap(),
+            r#"{"quiz_id":"q1","custom":3,"a\"b":2,"score":70}"#
+        );
+        assert_eq!(fields.raw("a\"b").map(RawValue::get), Some("2"));
+        assert!(
+            matches!(fields.0[0].0, Name::Known("quiz_id")),
+            "a contract name is not copied"
+        );
     }
 
     #[test]
