@@ -2,8 +2,8 @@
 //!
 //! A session parses and validates what its client sends, routes a student's status and chat
 //! through the [`Router`] on its own thread, hands the rest to the registry, and writes what
-//! it is sent. It never blocks on I/O: frames wait in its
-//! [`Outbox`] and one write at a time goes to the socket.
+//! it is sent. It never blocks on I/O: frames wait in its [`Outbox`] and one write at a time
+//! goes to the socket.
 //!
 //! # Slow consumers
 //!

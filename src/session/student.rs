@@ -160,6 +160,7 @@ impl SocketActor for StudentSession {
                 }
                 // Routed on this thread: when `report` returns, the status is with its
                 // receivers and its events are in the journal, so the ack promises both.
+                // (`line` is set in `started`, which actix runs before any frame arrives.)
                 if let Some(line) = &self.line {
                     let router = &self.socket.shared.router;
                     router.report(line, &self.connection, data, received);
