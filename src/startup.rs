@@ -184,13 +184,7 @@ impl Application {
             metrics.clone(),
             backends.records.as_ref().map(|r| r.recorder.clone()),
         ));
-        let registry = SessionRegistry::new(
-            instance.clone(),
-            router.clone(),
-            backends.store.clone(),
-            backends.bridge.clone(),
-        )
-        .start();
+        let registry = SessionRegistry::new(instance.clone(), router.clone()).start();
         let draining = Arc::new(AtomicBool::new(false));
         let transports = Arc::new(AtomicUsize::new(0));
         let state = web::Data::new(AppState {

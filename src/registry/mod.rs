@@ -28,7 +28,6 @@ use crate::{
         Frame, MessageKind, OfflineReason,
     },
     session::{ProctorCommand, StudentCommand},
-    store::StatusStore,
 };
 
 /// Requests waiting for an answer from the registry before senders wait their turn.
@@ -50,19 +49,13 @@ pub struct SessionRegistry {
     proctor_sockets: HashMap<ConnectionId, Recipient<ProctorCommand>>,
     /// Attempts of each quiz with a live socket here, for messages to a whole quiz.
     students: HashMap<QuizId, HashSet<AttemptId>>,
-    store: Arc<dyn StatusStore>,
-    bridge: Arc<dyn Bridge>,
     /// Draining with hand-over: closed sockets are left to the cluster (see [`Drain`]).
     handing_over: bool,
 }
 
 impl SessionRegistry {
-    pub fn new(
-        instance: InstanceId,
-        router: Arc<Router>,
-        store: Arc<dyn StatusStore>,
-        bridge: Arc<dyn Bridge>,
-    ) -> Self {
+    /// A registry for `router`, whose store and bridge it uses too.
+    pub fn new(instance: InstanceId, router: Arc<Router>) -> Self {
         SessionRegistry {
             handing_over: false,
             instance,
@@ -70,9 +63,11 @@ impl SessionRegistry {
             attempts: HashMap::new(),
             proctor_sockets: HashMap::new(),
             students: HashMap::new(),
-            store,
-            bridge,
         }
+    }
+
+    fn bridge(&self) -> &dyn Bridge {
+        self.router.bridge().as_ref()
     }
 
     /// Deliver to the local socket of `key`; false if it has none here.
@@ -120,7 +115,7 @@ impl SessionRegistry {
 
     fn unwatch(&mut self, quiz: &QuizId, connection: &ConnectionId) {
         if self.router.unwatch(quiz, connection) {
-            self.bridge.unwatch(quiz);
+            self.bridge().unwatch(quiz);
         }
     }
 }
@@ -133,13 +128,13 @@ impl Actor for SessionRegistry {
         // `do_send`, which ignores the capacity. The capacity bounds only the requests that
         // wait for an answer (watch, messages to students), which a busy registry should slow.
         ctx.set_mailbox_capacity(REQUEST_MAILBOX);
-        self.bridge
+        self.bridge()
             .attach(self.instance.clone(), ctx.address().recipient());
         ctx.run_interval(Duration::from_secs(60), |act, _| act.router.evict_offline());
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.bridge.detach();
+        self.bridge().detach();
     }
 }
 
@@ -167,7 +162,7 @@ impl Handler<Connect> for SessionRegistry {
             .entry(msg.key.quiz.clone())
             .or_default()
             .insert(msg.key.attempt.clone());
-        self.bridge.claim(&msg.key);
+        self.bridge().claim(&msg.key);
     }
 }
 
@@ -196,7 +191,7 @@ impl Handler<Disconnect> for SessionRegistry {
         // reports it once this instance has left.
         let report = !self.handing_over;
         if report {
-            self.bridge.release(&msg.key);
+            self.bridge().release(&msg.key);
         }
         self.router
             .disconnect(&msg.key, &msg.connection, msg.reason, report);
@@ -234,7 +229,7 @@ impl Handler<Watch> for SessionRegistry {
 
     fn handle(&mut self, msg: Watch, _: &mut Self::Context) -> Self::Result {
         if self.router.watch(&msg.quiz, &msg.connection, msg.recipient) {
-            self.bridge.watch(&msg.quiz)
+            self.bridge().watch(&msg.quiz)
         } else {
             Box::pin(async {})
         }
@@ -302,7 +297,7 @@ impl Handler<SendToStudent> for SessionRegistry {
         if self.to_local_student(&msg.key, &msg.frame) {
             return Box::pin(async { Delivery::Delivered });
         }
-        self.bridge.send_to_attempt(&msg.key, &msg.frame)
+        self.bridge().send_to_attempt(&msg.key, &msg.frame)
     }
 }
 
@@ -320,7 +315,8 @@ impl Handler<BroadcastToQuiz> for SessionRegistry {
 
     fn handle(&mut self, msg: BroadcastToQuiz, _: &mut Self::Context) -> usize {
         self.router.record_message(&msg.quiz, None, &msg.record);
-        self.bridge.publish_to_quiz_students(&msg.quiz, &msg.frame);
+        self.bridge()
+            .publish_to_quiz_students(&msg.quiz, &msg.frame);
         self.to_local_quiz_students(&msg.quiz, &msg.frame)
     }
 }
@@ -337,7 +333,7 @@ impl Handler<Drain> for SessionRegistry {
     type Result = usize;
 
     fn handle(&mut self, _: Drain, _: &mut Self::Context) -> usize {
-        self.handing_over = self.bridge.hands_over_on_drain();
+        self.handing_over = self.bridge().hands_over_on_drain();
         let mut told = 0;
         for socket in self.attempts.values() {
             socket.recipient.do_send(StudentCommand::Drain);
@@ -374,13 +370,13 @@ impl Handler<LeaveCluster> for SessionRegistry {
 
     fn handle(&mut self, _: LeaveCluster, _: &mut Self::Context) -> Self::Result {
         if self.handing_over {
-            let left = self.bridge.leave_after_drain();
+            let left = self.bridge().leave_after_drain();
             // Bounded: a Redis that does not answer lets the liveness key expire instead.
             Box::pin(async move {
                 let _ = actix_rt::time::timeout(std::time::Duration::from_secs(2), left).await;
             })
         } else {
-            self.bridge.detach();
+            self.bridge().detach();
             Box::pin(async {})
         }
     }
@@ -431,7 +427,7 @@ impl Handler<BridgeEvent> for SessionRegistry {
                 self.router.forget(&key);
             }
             BridgeEvent::AttemptsLost { attempts } => {
-                let store = self.store.clone();
+                let store = self.router.store().clone();
                 let read = async move {
                     let mut lost = Vec::with_capacity(attempts.len());
                     for key in attempts {

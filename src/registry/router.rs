@@ -30,7 +30,7 @@ use crate::{
     },
     records::{self, EventIds, Recorder},
     session::ProctorCommand,
-    store::StatusStore,
+    store::{self, StatusStore},
 };
 
 /// How long an offline attempt's line is kept in memory (the store keeps its status for
@@ -103,6 +103,16 @@ impl Router {
         }
     }
 
+    /// The store statuses are recorded in.
+    pub fn store(&self) -> &Arc<dyn StatusStore> {
+        &self.store
+    }
+
+    /// The bridge statuses are published on.
+    pub fn bridge(&self) -> &Arc<dyn Bridge> {
+        &self.bridge
+    }
+
     fn line(&self, key: &AttemptKey) -> Arc<AttemptLine> {
         lock(&self.lines)
             .entry(key.clone())
@@ -123,11 +133,7 @@ impl Router {
     ) -> Arc<AttemptLine> {
         let line = self.line(key);
         let mut state = lock(&line.state);
-        if let Some(prior) = prior {
-            if state.latest.as_ref().is_none_or(|l| l.seq < prior.seq) {
-                state.latest = Some(prior);
-            }
-        }
+        state.latest = store::newest(state.latest.take(), prior);
         state.speaker = Some(connection.clone());
         state.offline_since = None;
         self.update(
@@ -171,7 +177,10 @@ impl Router {
         reason: OfflineReason,
         report: bool,
     ) {
-        let line = self.line(key);
+        // An attempt with no line here has no socket speaking for it: nothing to report.
+        let Some(line) = lock(&self.lines).get(key).cloned() else {
+            return;
+        };
         let mut state = lock(&line.state);
         if state.speaker.as_ref() != Some(from) {
             return;
@@ -191,11 +200,7 @@ impl Router {
         if state.speaker.is_some() {
             return; // reconnected here in the meantime
         }
-        if let Some(stored) = stored {
-            if state.latest.as_ref().is_none_or(|l| l.seq < stored.seq) {
-                state.latest = Some(stored);
-            }
-        }
+        state.latest = store::newest(state.latest.take(), stored);
         let already_offline = state
             .latest
             .as_ref()

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use actix::Addr;
 use futures_util::future::{BoxFuture, FutureExt};
 
-use super::{StatusStore, StoreError};
+use super::{newer, newest, StatusStore, StoreError};
 use crate::{
     protocol::{
         ids::{AttemptId, AttemptKey, QuizId},
@@ -29,15 +29,6 @@ pub struct DurableStore {
 impl DurableStore {
     pub fn new(fast: Arc<dyn StatusStore>, durable: Arc<dyn StatusStore>) -> Self {
         DurableStore { fast, durable }
-    }
-}
-
-/// The newer of two records of one attempt.
-fn newer(a: Arc<StatusRecord>, b: Arc<StatusRecord>) -> Arc<StatusRecord> {
-    if b.seq > a.seq {
-        b
-    } else {
-        a
     }
 }
 
@@ -64,10 +55,7 @@ impl StatusStore for DurableStore {
         async move {
             let kept = fast.await?;
             let stored = or_empty(durable.await, "reading the durable status copy");
-            Ok(match (kept, stored) {
-                (Some(a), Some(b)) => Some(newer(a, b)),
-                (a, b) => a.or(b),
-            })
+            Ok(newest(kept, stored))
         }
         .boxed()
     }

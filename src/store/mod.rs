@@ -32,6 +32,26 @@ pub use dynamodb::DynamoStore;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
+/// The newer of two records of one attempt (the first on a tie).
+pub fn newer(a: Arc<StatusRecord>, b: Arc<StatusRecord>) -> Arc<StatusRecord> {
+    if b.seq > a.seq {
+        b
+    } else {
+        a
+    }
+}
+
+/// The newer of two records of one attempt that either side may lack (the first on a tie).
+pub fn newest(
+    a: Option<Arc<StatusRecord>>,
+    b: Option<Arc<StatusRecord>>,
+) -> Option<Arc<StatusRecord>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(newer(a, b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Why a store could not answer a read.
 #[derive(Debug, thiserror::Error)]
 #[error("status store unavailable: {0}")]
