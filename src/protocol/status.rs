@@ -23,9 +23,10 @@ use super::{
 /// Field names only the server may write.
 pub const SERVER_FIELDS: [&str; 5] = ["connected", "last_seen", "away_count", "reason", "seq"];
 
-/// The names STATUS is made of (the contract's and the server's): a status naming them holds
-/// no copy of the name, so a status costs one allocation per field, not two.
-const KNOWN_NAMES: [&str; 20] = [
+/// The names of STATUS fields a student sends (the contract's, and `time_left`): a status
+/// naming them, or the [`SERVER_FIELDS`], holds no copy of the name, so a status costs one
+/// allocation per field, not two.
+const STUDENT_NAMES: [&str; 16] = [
     "quiz_id",
     "quiz_attempt_id",
     "student_id",
@@ -42,13 +43,9 @@ const KNOWN_NAMES: [&str; 20] = [
     "time_left",
     "topic_uuid",
     "timestamp_sent",
-    "connected",
-    "last_seen",
-    "away_count",
-    "reason",
 ];
 
-/// A field's name: one of [`KNOWN_NAMES`], or any other name as sent.
+/// A field's name: one of [`STUDENT_NAMES`] or [`SERVER_FIELDS`], or any other name as sent.
 #[derive(Clone)]
 enum Name {
     Known(&'static str),
@@ -57,7 +54,8 @@ enum Name {
 
 impl Name {
     fn new(name: &str) -> Name {
-        match KNOWN_NAMES.iter().find(|known| **known == name) {
+        let mut known = STUDENT_NAMES.iter().chain(&SERVER_FIELDS);
+        match known.find(|known| **known == name) {
             Some(known) => Name::Known(known),
             None => Name::Other(name.into()),
         }
